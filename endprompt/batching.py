@@ -1,0 +1,426 @@
+"""From tokenized documents to model-ready batches, one recipe per context-extension method.
+
+A recipe picks which tokens of a document go into a training sample and which position ids they get (the layouts of
+`endprompt.positions`). The collator pads samples into a batch with an explicit ``attention_mask`` -- never rely on
+transformers inferring masks from ``position_ids``: with ``attention_mask=None`` it treats every position jump as the
+start of a new packed sequence, which would cut the terminal segment off from the text it must see.
+
+Recipes (``a`` body tokens, ``b`` terminal tokens, ``L`` = ``target_len``):
+
+- ``endprompt``         paper variant (Eq. 4-5): ``doc[:a]`` + an end prompt drawn from the cue set, placed on
+  ``[L-b', L-1]`` (``b'`` its token count, at most ``b``); prompt tokens get loss weight ``prompt_weight`` (Eq. 11).
+- ``endprompt-tail``    the authors' scripts: window ``doc[:a+b]``; its own last ``b`` tokens go on ``[L-b, L-1]``.
+- ``endprompt-random``  the authors' random variant: ``doc[:a]`` + the document's last ``b`` tokens, placed at
+  ``t ~ U[a, L-b]``.
+- ``endprompt-pose``    ET(PoSE), our definition: a PoSE-chunked body of ``a`` tokens + end prompt on ``[L-b', L-1]``.
+- ``pose``              PoSE: window ``w`` (default ``a+b``) in ``num_chunks`` chunks, content and positions skipped.
+- ``full``              contiguous window ``w`` (default ``L``): full-length fine-tuning, or pretraining at ``w = L0``.
+
+Short documents (rule ``short_docs``): ``"shrink"`` (default) keeps the layout but with fewer body tokens -- the
+terminal segment still ends at ``L-1`` -- and counts the sample in ``stats["shrunk"]``; documents below the recipe's
+hard minimum (`min_doc_len`) are skipped and counted in ``stats["skipped"]``. ``"skip"`` skips every document shorter
+than the full sample (`full_doc_len`); ``"error"`` raises on them. Counts live in ``Collator.stats``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from endprompt import positions as P
+
+__all__ = [
+    "RECIPES",
+    "EOT_CUE",
+    "DEFAULT_CUES",
+    "Recipe",
+    "Sample",
+    "build_sample",
+    "min_doc_len",
+    "full_doc_len",
+    "tokenize_cues",
+    "Collator",
+    "pad_samples",
+    "pack_samples",
+    "packed_causal_mask",
+    "model_inputs",
+]
+
+RECIPES = ("endprompt", "endprompt-tail", "endprompt-random", "endprompt-pose", "pose", "full")
+_CUE_RECIPES = ("endprompt", "endprompt-pose")
+SHORT_DOC_RULES = ("shrink", "skip", "error")
+
+EOT_CUE = "<eot>"
+"""Cue placeholder for the model's own end-of-turn token (the paper's EP_2, ``<|eot_id|>`` for Llama-3)."""
+
+DEFAULT_CUES = ("This is the end of text, please pay attention here", EOT_CUE, "End.")
+"""The paper's cue set E (§3, EP_1..EP_3)."""
+
+_EOT_TOKENS = ("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a training sample is cut from a document and placed.
+
+    Attributes:
+        name: one of `RECIPES`.
+        a: body (segment-1) tokens per sample.
+        b: terminal-segment tokens (tail recipes), or the largest end prompt allowed (cue recipes).
+        target_len: the context length to extend to (``L``); the terminal segment ends at ``L-1``.
+        window: physical length for ``pose`` (default ``a+b``, matching EndPrompt) and ``full`` (default ``L``).
+        cues: the end-prompt cue set for ``endprompt`` and ``endprompt-pose``; `EOT_CUE` means the end-of-turn token.
+        prompt_weight: loss weight of end-prompt tokens (Eq. 11: smaller than the text's 1, non-zero). The paper gives
+            no value; 0.1 keeps the prompt from dominating while still training the model to read it.
+        num_chunks: chunks for ``pose`` and the body of ``endprompt-pose``.
+        short_docs: rule for documents shorter than a full sample: "shrink", "skip" or "error" (module docstring).
+    """
+
+    name: str = "endprompt"
+    a: int = 8192
+    b: int = 20
+    target_len: int = 65536
+    window: int | None = None
+    cues: tuple[str, ...] = DEFAULT_CUES
+    prompt_weight: float = 0.1
+    num_chunks: int = 2
+    short_docs: str = "shrink"
+
+    def __post_init__(self):
+        if self.name not in RECIPES:
+            raise ValueError(f"unknown recipe {self.name!r}; valid recipes are: {', '.join(RECIPES)}")
+        if self.short_docs not in SHORT_DOC_RULES:
+            raise ValueError(f"short_docs={self.short_docs!r} must be one of {SHORT_DOC_RULES}")
+        object.__setattr__(self, "cues", tuple(self.cues))
+        if self.name in _CUE_RECIPES and not self.cues:
+            raise ValueError(f"recipe {self.name!r} needs a non-empty cue set (e.g. endprompt.batching.DEFAULT_CUES)")
+        if not 0 < self.prompt_weight <= 1:
+            raise ValueError(f"prompt_weight must be in (0, 1] (Eq. 11: smaller, non-zero), got {self.prompt_weight}")
+        if self.num_chunks < 1:
+            raise ValueError(f"num_chunks must be >= 1, got {self.num_chunks}")
+        if self.name == "full":
+            if self.physical_len > self.target_len:
+                raise ValueError(f"full window={self.physical_len} exceeds target_len={self.target_len}")
+        elif self.name == "pose":
+            if self.physical_len >= self.target_len:
+                raise ValueError(
+                    f"target_len={self.target_len} must exceed the PoSE window {self.physical_len}; raise target_len"
+                )
+        else:
+            P.endprompt_position_ids(self.a, self.b, self.target_len)  # validates a, b, target_len > a + b
+
+    @property
+    def physical_len(self) -> int:
+        """Longest sample this recipe makes."""
+        if self.name == "full":
+            return self.window or self.target_len
+        if self.name == "pose":
+            return self.window or self.a + self.b
+        return self.a + self.b
+
+    def replace(self, **changes) -> Recipe:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Sample:
+    """One training sample before padding; all arrays have shape ``(n,)``.
+
+    ``loss_weights[l]`` weighs the prediction of token ``l`` (from tokens ``< l``); ``segment_ids`` is 1 on the body and
+    2 on the terminal segment (0 is left for padding).
+    """
+
+    input_ids: np.ndarray
+    position_ids: np.ndarray
+    loss_weights: np.ndarray
+    segment_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def min_doc_len(recipe: Recipe) -> int:
+    """The shortest document the recipe can use at all (the "shrink" rule skips documents below it)."""
+    if recipe.name in ("endprompt-tail", "endprompt-random"):
+        return recipe.b + 1
+    if recipe.name in ("pose", "endprompt-pose"):
+        return recipe.num_chunks
+    return 1
+
+
+def full_doc_len(recipe: Recipe) -> int:
+    """Document tokens a full-size sample consumes (shorter documents are "short")."""
+    if recipe.name in _CUE_RECIPES:
+        return recipe.a
+    return recipe.physical_len
+
+
+def tokenize_cues(cues: Sequence[str], tokenizer, max_len: int | None = None) -> list[np.ndarray]:
+    """Token ids of each cue with ``tokenizer`` (no special tokens added); `EOT_CUE` becomes the end-of-turn token.
+
+    Raises on an empty cue set, a cue that tokenizes to nothing, or one longer than ``max_len`` tokens.
+    """
+    if not cues:
+        raise ValueError("the cue set is empty; give at least one end prompt (e.g. endprompt.batching.DEFAULT_CUES)")
+    out = []
+    for cue in cues:
+        if cue == EOT_CUE:
+            ids = [_eot_token_id(tokenizer)]
+        else:
+            ids = tokenizer.encode(cue, add_special_tokens=False)
+        if len(ids) == 0:
+            raise ValueError(f"end prompt {cue!r} tokenizes to no tokens")
+        if max_len is not None and len(ids) > max_len:
+            raise ValueError(
+                f"end prompt {cue!r} is {len(ids)} tokens, longer than the allowed b={max_len}; "
+                f"raise Recipe.b to >= {len(ids)} or shorten the cue"
+            )
+        out.append(np.asarray(ids, dtype=np.int64))
+    return out
+
+
+def _eot_token_id(tokenizer) -> int:
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    for token in _EOT_TOKENS:
+        if token in vocab:
+            return int(vocab[token])
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        return int(tokenizer.eos_token_id)
+    raise ValueError(f"tokenizer has no end-of-turn token ({', '.join(_EOT_TOKENS)}) and no eos_token; "
+                     f"drop {EOT_CUE!r} from the cue set")
+
+
+def _pose_body(doc: np.ndarray, chunk_lens: list[int], span: int, rng: np.random.Generator) -> np.ndarray:
+    # PoSE's content rule: chunk 1 = doc[0:r1], later chunks are later contiguous spans of the doc within its first
+    # `span` tokens; their text offsets are drawn like the position skips (independently of them, as in PoSE's code).
+    offsets = P.pose_skips(len(chunk_lens), span - sum(chunk_lens), rng)
+    idx = np.arange(sum(chunk_lens)) + np.repeat(offsets, chunk_lens)
+    return doc[idx]
+
+
+def build_sample(doc, recipe: Recipe, rng: P.RngLike = None, cue_ids: Sequence[np.ndarray] | None = None,
+                 stats: Counter | None = None) -> Sample | None:
+    """Cut one sample from one tokenized document. Returns None when the document is skipped (counted in ``stats``).
+
+    ``cue_ids`` (from `tokenize_cues`) is required by the cue recipes.
+    """
+    doc = np.asarray(doc, dtype=np.int64).ravel()
+    gen = P.as_generator(rng)
+    stats = stats if stats is not None else Counter()
+    n, r, L = len(doc), recipe, recipe.target_len
+    short = n < full_doc_len(r)
+    if short and (r.short_docs == "error"):
+        raise ValueError(f"document of {n} tokens is shorter than recipe {r.name!r} needs ({full_doc_len(r)}); "
+                         "use short_docs='shrink' or 'skip', or filter documents first")
+    if n < min_doc_len(r) or (short and r.short_docs == "skip"):
+        stats["skipped"] += 1
+        return None
+    stats["shrunk" if short else "full"] += 1
+
+    prompt = None
+    if r.name in _CUE_RECIPES:
+        if not cue_ids:
+            raise ValueError(f"recipe {r.name!r} needs cue_ids; build them with tokenize_cues(recipe.cues, tokenizer)")
+        prompt = cue_ids[int(gen.integers(len(cue_ids)))]
+        if len(prompt) > r.b:
+            raise ValueError(f"end prompt of {len(prompt)} tokens is longer than b={r.b}; raise Recipe.b")
+
+    if r.name == "full":
+        body, tail = doc[: r.physical_len], doc[:0]
+        pos = P.full_position_ids(len(body))
+    elif r.name == "endprompt":
+        body, tail = doc[: r.a], prompt
+        pos = P.endprompt_position_ids(len(body), len(tail), L)
+    elif r.name == "endprompt-tail":
+        window = doc[: r.a + r.b]
+        body, tail = window[: -r.b], window[-r.b :]
+        pos = P.endprompt_position_ids(len(body), r.b, L)
+    elif r.name == "endprompt-random":
+        body = doc[: min(r.a, n - r.b)]
+        tail = doc[-r.b :]
+        pos = P.random_endprompt_position_ids(len(body), r.b, L, gen)
+    elif r.name == "pose":
+        w = min(r.physical_len, n)
+        chunks = P.pose_chunk_lengths(w, min(r.num_chunks, w), gen)
+        body, tail = _pose_body(doc, chunks, min(n, L), gen), doc[:0]
+        pos = P.pose_position_ids(chunks, L, gen)
+    else:  # endprompt-pose
+        a = min(r.a, n)
+        chunks = P.pose_chunk_lengths(a, min(r.num_chunks, a), gen)
+        body, tail = _pose_body(doc, chunks, min(n, L - len(prompt)), gen), prompt
+        pos = P.endprompt_pose_position_ids(chunks, len(tail), L, gen)
+
+    input_ids = np.concatenate([body, tail])
+    weights = np.ones(len(input_ids), dtype=np.float32)
+    if r.name in _CUE_RECIPES:
+        weights[len(body) :] = r.prompt_weight
+    segments = np.ones(len(input_ids), dtype=np.int64)
+    segments[len(body) :] = 2
+    return Sample(input_ids, pos, weights, segments)
+
+
+# --- collation --------------------------------------------------------------------------------------------------------
+
+
+def pad_samples(samples: Sequence[Sample], pad_token_id: int, pad_to_multiple_of: int | None = None) -> dict:
+    """Right-pad samples into a batch dict of tensors, each ``(B, T)``.
+
+    Keys: ``input_ids``, ``labels`` (-100 on padding), ``position_ids`` (0 on padding), ``attention_mask`` (1 on real
+    tokens), ``loss_weights`` (0 on padding), ``segment_ids`` (0 on padding). Pass ``attention_mask`` to the model
+    always: it is what keeps jumped positions inside one sequence.
+    """
+    if not samples:
+        raise ValueError("no samples to collate (every document in the batch was skipped; see Collator.stats)")
+    if pad_token_id is None:
+        raise ValueError("padding needs a pad_token_id; for a tokenizer without one set tokenizer.pad_token = "
+                         "tokenizer.eos_token (padded positions are masked and carry label -100)")
+    lengths = np.array([len(s) for s in samples])
+    T = int(lengths.max())
+    if pad_to_multiple_of:
+        T = -(-T // pad_to_multiple_of) * pad_to_multiple_of
+    B = len(samples)
+    input_ids = np.full((B, T), pad_token_id, dtype=np.int64)
+    position_ids = np.zeros((B, T), dtype=np.int64)
+    weights = np.zeros((B, T), dtype=np.float32)
+    segments = np.zeros((B, T), dtype=np.int64)
+    for i, s in enumerate(samples):
+        n = len(s)
+        input_ids[i, :n] = s.input_ids
+        position_ids[i, :n] = s.position_ids
+        weights[i, :n] = s.loss_weights
+        segments[i, :n] = s.segment_ids
+    mask = np.arange(T)[None, :] < lengths[:, None]  # (B, T)
+    labels = np.where(mask, input_ids, -100)
+    return {
+        "input_ids": torch.from_numpy(input_ids),
+        "labels": torch.from_numpy(labels),
+        "position_ids": torch.from_numpy(position_ids),
+        "attention_mask": torch.from_numpy(mask.astype(np.int64)),
+        "loss_weights": torch.from_numpy(weights),
+        "segment_ids": torch.from_numpy(segments),
+    }
+
+
+def pack_samples(samples: Sequence[Sample]) -> dict:
+    """Concatenate samples into one row for varlen attention (flash-attention users), no padding.
+
+    Keys: ``input_ids``, ``labels``, ``position_ids``, ``loss_weights``, ``segment_ids`` of shape ``(1, N)``;
+    ``cu_seq_lens_q`` = ``cu_seq_lens_k`` ``(B+1,)`` int32 and ``max_length_q`` = ``max_length_k`` (transformers'
+    ``FlashAttentionKwargs`` names). The first label of every sample is -100 (weight 0) so the last token of one sample
+    never learns to predict the next sample. Sequence boundaries come from ``cu_seq_lens``, never from position ids,
+    which jump inside a sample. For sdpa/eager build the mask with `packed_causal_mask`.
+    """
+    if not samples:
+        raise ValueError("no samples to pack")
+    lengths = np.array([len(s) for s in samples])
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)  # (B+1,)
+    input_ids = np.concatenate([s.input_ids for s in samples])
+    labels = input_ids.copy()
+    labels[cu[:-1]] = -100
+    weights = np.concatenate([s.loss_weights for s in samples]).astype(np.float32)
+    weights[cu[:-1]] = 0.0
+    cu_t = torch.from_numpy(cu)
+    return {
+        "input_ids": torch.from_numpy(input_ids)[None],
+        "labels": torch.from_numpy(labels)[None],
+        "position_ids": torch.from_numpy(np.concatenate([s.position_ids for s in samples]))[None],
+        "loss_weights": torch.from_numpy(weights)[None],
+        "segment_ids": torch.from_numpy(np.concatenate([s.segment_ids for s in samples]))[None],
+        "cu_seq_lens_q": cu_t,
+        "cu_seq_lens_k": cu_t,
+        "max_length_q": int(lengths.max()),
+        "max_length_k": int(lengths.max()),
+    }
+
+
+def packed_causal_mask(cu_seq_lens: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Block-diagonal causal mask ``(1, 1, N, N)`` for a packed row, for the sdpa and eager backends.
+
+    transformers passes a 4-D mask through unchanged: sdpa reads a boolean mask (True = may attend, ``dtype=None``),
+    eager adds it to the scores, so it needs an additive mask (pass the model's ``dtype``: 0 where allowed, the dtype's
+    minimum elsewhere). Memory is O(N^2): meant for checks and short rows; flash-attention uses ``cu_seq_lens``.
+    """
+    cu = cu_seq_lens.to(torch.int64)
+    N = int(cu[-1])
+    seq = torch.repeat_interleave(torch.arange(len(cu) - 1), cu[1:] - cu[:-1])  # (N,)
+    idx = torch.arange(N)
+    allowed = ((seq[:, None] == seq[None, :]) & (idx[None, :] <= idx[:, None]))[None, None]  # (1, 1, N, N)
+    if dtype is None:
+        return allowed
+    return torch.where(allowed, torch.zeros((), dtype=dtype), torch.tensor(torch.finfo(dtype).min, dtype=dtype))
+
+
+_MODEL_KEYS = ("input_ids", "position_ids", "attention_mask", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q",
+               "max_length_k")
+
+
+def model_inputs(batch: dict) -> dict:
+    """The keys of a batch that go to the model's forward (labels and weights stay with the loss)."""
+    return {k: batch[k] for k in _MODEL_KEYS if k in batch}
+
+
+class Collator:
+    """Documents -> padded (or packed) batches for one recipe, seeded and resumable.
+
+    Sample ``i`` (counted over the collator's lifetime) draws its randomness from ``default_rng([seed, i])``, so a run
+    restored with `load_state_dict` continues with exactly the samples it would have made.
+    """
+
+    def __init__(self, recipe: Recipe, pad_token_id: int | None = None, cue_ids: Sequence[np.ndarray] | None = None,
+                 seed: int = 0, packed: bool = False, pad_to_multiple_of: int | None = None):
+        self.recipe, self.seed, self.packed, self.pad_to_multiple_of = recipe, seed, packed, pad_to_multiple_of
+        if recipe.name in _CUE_RECIPES:
+            if not cue_ids:
+                raise ValueError(f"recipe {recipe.name!r} needs cue_ids; use Collator.from_tokenizer or tokenize_cues")
+            for ids in cue_ids:
+                if len(ids) > recipe.b:
+                    raise ValueError(f"end prompt of {len(ids)} tokens is longer than b={recipe.b}; raise Recipe.b")
+        if not packed and pad_token_id is None:
+            raise ValueError("padding needs a pad_token_id; for a tokenizer without one set tokenizer.pad_token = "
+                             "tokenizer.eos_token, or use packed=True")
+        self.pad_token_id = pad_token_id
+        self.cue_ids = [np.asarray(c, dtype=np.int64) for c in (cue_ids or [])]
+        self.samples_made = 0
+        self.stats: Counter = Counter()
+
+    @classmethod
+    def from_tokenizer(cls, recipe: Recipe, tokenizer, **kwargs) -> Collator:
+        """Tokenize the recipe's cue set with ``tokenizer`` and take its pad token."""
+        cue_ids = tokenize_cues(recipe.cues, tokenizer, recipe.b) if recipe.name in _CUE_RECIPES else None
+        pad = getattr(tokenizer, "pad_token_id", None)
+        if pad is None and not kwargs.get("packed", False):
+            raise ValueError("the tokenizer has no pad token, which padding needs; set tokenizer.pad_token = "
+                             "tokenizer.eos_token (padded positions are masked and carry label -100), "
+                             "or use packed=True")
+        return cls(recipe, pad_token_id=pad, cue_ids=cue_ids, **kwargs)
+
+    def samples(self, docs) -> list[Sample]:
+        out = []
+        for doc in docs:
+            if isinstance(doc, dict):
+                doc = doc["input_ids"]
+            rng = np.random.default_rng([self.seed, self.samples_made])
+            self.samples_made += 1
+            sample = build_sample(doc, self.recipe, rng, self.cue_ids, self.stats)
+            if sample is not None:
+                out.append(sample)
+        return out
+
+    def __call__(self, docs) -> dict:
+        samples = self.samples(docs)
+        if self.packed:
+            return pack_samples(samples)
+        return pad_samples(samples, self.pad_token_id, self.pad_to_multiple_of)
+
+    def state_dict(self) -> dict:
+        return {"samples_made": self.samples_made, "stats": dict(self.stats), "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.samples_made = int(state["samples_made"])
+        self.stats = Counter(state.get("stats", {}))
+        self.seed = int(state.get("seed", self.seed))

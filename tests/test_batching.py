@@ -1,0 +1,202 @@
+"""endprompt.batching: every recipe's content, positions, labels, masks, weights, packing, seeding and errors."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from endprompt import positions as P
+from endprompt.batching import (
+    DEFAULT_CUES,
+    EOT_CUE,
+    RECIPES,
+    Collator,
+    Recipe,
+    build_sample,
+    full_doc_len,
+    min_doc_len,
+    pack_samples,
+    packed_causal_mask,
+    tokenize_cues,
+)
+from tests.conftest import make_tokenizer, random_docs
+
+CUES = [np.array([7, 8, 9]), np.array([5])]
+
+
+def recipe(name, **kw):
+    kw = {"a": 16, "b": 4, "target_len": 128, **kw}
+    return Recipe(name=name, **kw)
+
+
+def check_batch_invariants(batch, samples):
+    """Shape and padding invariants every padded batch must satisfy."""
+    B, T = batch["input_ids"].shape
+    lengths = torch.tensor([len(s) for s in samples])
+    for key in ("labels", "position_ids", "attention_mask", "loss_weights", "segment_ids"):
+        assert batch[key].shape == (B, T), key
+    real = torch.arange(T)[None, :] < lengths[:, None]
+    assert torch.equal(batch["attention_mask"].bool(), real)
+    assert torch.equal(batch["labels"] == -100, ~real)  # -100 exactly on padding
+    assert torch.equal(batch["labels"][real], batch["input_ids"][real])
+    assert torch.all(batch["loss_weights"][~real] == 0) and torch.all(batch["loss_weights"][real] > 0)
+    for i, s in enumerate(samples):
+        n = len(s)
+        assert torch.equal(batch["position_ids"][i, :n], torch.from_numpy(s.position_ids))
+        assert torch.equal(batch["input_ids"][i, :n], torch.from_numpy(s.input_ids))
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_makes_a_valid_batch(name):
+    col = Collator(recipe(name), pad_token_id=0, cue_ids=CUES, seed=3)
+    docs = random_docs(4, [300, 200, 17, 140])
+    batch = col(docs)
+    samples = Collator(recipe(name), pad_token_id=0, cue_ids=CUES, seed=3).samples(docs)
+    check_batch_invariants(batch, samples)
+    assert batch["position_ids"].max() <= 127
+    assert sum(col.stats.values()) == 4
+
+
+def test_endprompt_paper_variant():
+    r = recipe("endprompt", prompt_weight=0.25)
+    doc = random_docs(1, 100)[0]
+    s = build_sample(doc, r, rng=0, cue_ids=CUES)
+    prompt = s.input_ids[16:]
+    assert any(np.array_equal(prompt, c) for c in CUES)  # an end prompt from the cue set, appended
+    np.testing.assert_array_equal(s.input_ids[:16], doc[:16])  # the text stays intact as segment 1
+    np.testing.assert_array_equal(s.position_ids, P.endprompt_position_ids(16, len(prompt), 128))  # Eq. 5
+    np.testing.assert_array_equal(s.loss_weights, [1.0] * 16 + [0.25] * len(prompt))  # Eq. 11
+    np.testing.assert_array_equal(s.segment_ids, [1] * 16 + [2] * len(prompt))
+    drawn = Counter(len(build_sample(doc, r, rng=i, cue_ids=CUES).input_ids) for i in range(200))
+    assert set(drawn) == {19, 17}  # both cues are drawn
+
+
+def test_tail_and_random_variants_use_the_document():
+    doc = random_docs(1, 100)[0]
+    s = build_sample(doc, recipe("endprompt-tail"), rng=0)
+    np.testing.assert_array_equal(s.input_ids, doc[:20])  # the sample's own last b tokens become segment 2
+    np.testing.assert_array_equal(s.position_ids, P.endprompt_position_ids(16, 4, 128))
+    assert np.all(s.loss_weights == 1.0)  # the authors' scripts: plain cross-entropy
+    s = build_sample(doc, recipe("endprompt-random"), rng=0)
+    np.testing.assert_array_equal(s.input_ids, np.concatenate([doc[:16], doc[-4:]]))  # the document's real end
+    t = s.position_ids[16]
+    assert 16 <= t <= 124
+    np.testing.assert_array_equal(s.position_ids[16:], np.arange(t, t + 4))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(8, 400), st.integers(1, 4), st.integers(0, 2**16))
+def test_pose_content_and_positions(n, k, seed):
+    r = recipe("pose", num_chunks=k)
+    doc = np.arange(1000, 1000 + n)  # token = 1000 + index: content offsets are readable
+    s = build_sample(doc, r, rng=seed)
+    w = min(20, n)
+    assert len(s) == w and s.input_ids[0] == 1000  # chunk 1 starts at the document's head
+    assert np.all(np.diff(s.input_ids) >= 1)  # later chunks are later spans of the same document
+    assert len(P.segment_runs(s.input_ids)) <= k and len(P.segment_runs(s.position_ids)) <= k
+    assert s.position_ids[0] == 0 and s.position_ids[-1] <= 127
+
+
+def test_endprompt_pose_hybrid():
+    r = recipe("endprompt-pose", num_chunks=3)
+    doc = np.arange(1000, 1200)
+    seen_skip = False
+    for seed in range(50):
+        s = build_sample(doc, r, rng=seed, cue_ids=CUES)
+        b = len(s) - 16
+        assert s.input_ids[0] == 1000 and np.all(np.diff(s.input_ids[:16]) >= 1)
+        np.testing.assert_array_equal(s.position_ids[16:], np.arange(128 - b, 128))  # anchored at the target
+        assert s.position_ids[15] <= 127 - b
+        np.testing.assert_array_equal(s.loss_weights[16:], np.float32(0.1))
+        seen_skip |= len(P.segment_runs(s.position_ids[:16])) > 1
+    assert seen_skip
+
+
+def test_short_documents_are_counted_never_silently_dropped():
+    docs = random_docs(3, [300, 10, 3])
+    col = Collator(recipe("endprompt-tail"), pad_token_id=0)
+    batch = col(docs)
+    assert col.stats == Counter(full=1, shrunk=1, skipped=1)  # 3 tokens < b + 1: unusable
+    assert batch["input_ids"].shape[0] == 2
+    short = col.samples([docs[1]])[0]
+    # shrink: 10 tokens = 6 body + 4 tail; the terminal segment still ends at target_len - 1
+    np.testing.assert_array_equal(short.position_ids, np.concatenate([np.arange(6), np.arange(124, 128)]))
+    skip = Collator(recipe("endprompt-tail", short_docs="skip"), pad_token_id=0)
+    skip(docs)
+    assert skip.stats == Counter(full=1, skipped=2)
+    with pytest.raises(ValueError, match="document of 10 tokens is shorter than recipe 'endprompt-tail' needs"):
+        Collator(recipe("endprompt-tail", short_docs="error"), pad_token_id=0)(docs)
+    with pytest.raises(ValueError, match="every document in the batch was skipped"):
+        Collator(recipe("endprompt-tail"), pad_token_id=0)([docs[2]])
+    assert min_doc_len(recipe("endprompt-tail")) == 5 and full_doc_len(recipe("endprompt")) == 16
+
+
+def test_seeded_and_resumable():
+    docs = random_docs(12, 300)
+    a = Collator(recipe("endprompt-pose"), pad_token_id=0, cue_ids=CUES, seed=7)
+    first = [a(docs[i : i + 4]) for i in range(0, 12, 4)]
+    b = Collator(recipe("endprompt-pose"), pad_token_id=0, cue_ids=CUES, seed=7)
+    b(docs[:4])
+    c = Collator(recipe("endprompt-pose"), pad_token_id=0, cue_ids=CUES, seed=7)
+    c.load_state_dict(b.state_dict())  # resume after one batch
+    for got, want in zip([c(docs[4:8]), c(docs[8:12])], first[1:]):
+        for key in want:
+            assert torch.equal(got[key], want[key]), key
+    other = Collator(recipe("endprompt-pose"), pad_token_id=0, cue_ids=CUES, seed=8)(docs[:4])
+    assert not torch.equal(other["position_ids"], first[0]["position_ids"])
+
+
+def test_packed_form():
+    docs = random_docs(3, [300, 9, 50])
+    col = Collator(recipe("endprompt"), pad_token_id=0, cue_ids=CUES, seed=1)
+    samples = col.samples(docs)
+    packed = pack_samples(samples)
+    lengths = [len(s) for s in samples]
+    assert packed["cu_seq_lens_q"].tolist() == [0, *np.cumsum(lengths).tolist()]
+    assert packed["cu_seq_lens_q"].dtype == torch.int32 and packed["max_length_q"] == max(lengths)
+    assert packed["input_ids"].shape == (1, sum(lengths))
+    assert torch.equal(packed["position_ids"][0], torch.from_numpy(np.concatenate([s.position_ids for s in samples])))
+    starts = packed["cu_seq_lens_q"][:-1].long()
+    assert torch.all(packed["labels"][0, starts] == -100) and torch.all(packed["loss_weights"][0, starts] == 0)
+    assert (packed["labels"] == -100).sum() == len(samples)
+    mask = packed_causal_mask(packed["cu_seq_lens_q"])[0, 0]
+    assert mask.sum() == sum(n * (n + 1) // 2 for n in lengths)  # causal within each sample, nothing across
+    assert not mask[lengths[0], lengths[0] - 1]
+    additive = packed_causal_mask(packed["cu_seq_lens_q"], torch.float32)[0, 0]
+    assert torch.equal(additive == 0, mask)
+
+
+def test_tokenized_cues(tokenizer):
+    ids = tokenize_cues(DEFAULT_CUES, tokenizer)
+    assert ids[1].tolist() == [tokenizer.convert_tokens_to_ids("<|eot_id|>")]  # EP_2: the end-of-turn token
+    assert tokenizer.decode(ids[0]) == "this is the end of text , please pay attention here"
+    assert tokenizer.decode(ids[2]) == "end ."
+    no_eot = make_tokenizer(with_eot=False)
+    assert tokenize_cues([EOT_CUE], no_eot)[0].tolist() == [no_eot.eos_token_id]
+    col = Collator.from_tokenizer(recipe("endprompt", b=12), tokenizer)
+    assert col.pad_token_id == tokenizer.pad_token_id and len(col.cue_ids) == 3
+
+
+def test_errors_name_the_value_and_the_fix(tokenizer):
+    with pytest.raises(ValueError, match="unknown recipe 'endprompt-fixed'; valid recipes are: endprompt, "):
+        Recipe(name="endprompt-fixed")
+    with pytest.raises(ValueError, match=r"target_len=20 must exceed the physical length a \+ b = 16 \+ 4"):
+        recipe("endprompt", target_len=20)
+    with pytest.raises(ValueError, match="b .* must be >= 1, got 0"):
+        recipe("endprompt-tail", b=0)
+    with pytest.raises(ValueError, match="needs a non-empty cue set"):
+        recipe("endprompt", cues=())
+    with pytest.raises(ValueError, match="the cue set is empty"):
+        tokenize_cues([], tokenizer)
+    with pytest.raises(ValueError, match=r"end prompt 'This is the end of text.*' is 11 tokens, longer than the "
+                                         r"allowed b=4; raise Recipe.b to >= 11"):
+        Collator.from_tokenizer(recipe("endprompt"), tokenizer)
+    with pytest.raises(ValueError, match="tokenizer has no pad token.*tokenizer.pad_token = tokenizer.eos_token"):
+        Collator.from_tokenizer(recipe("full"), make_tokenizer(with_pad=False))
+    with pytest.raises(ValueError, match="prompt_weight must be in"):
+        recipe("endprompt", prompt_weight=0.0)
+    with pytest.raises(ValueError, match="short_docs='drop' must be one of"):
+        recipe("full", short_docs="drop")
