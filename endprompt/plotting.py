@@ -1,0 +1,119 @@
+"""Seaborn figures from endprompt's tidy DataFrames, in one style, saved under ``figures/``.
+
+Computation lives in the modules that return the DataFrames (`endprompt.bound`, evaluation); these functions only draw.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+__all__ = ["set_style", "figures_dir", "save", "plot_bandwidth", "plot_score_curves", "plot_ratio_distributions",
+           "plot_coverage", "plot_identifiability"]
+
+PALETTE = "colorblind"
+
+
+def set_style() -> None:
+    sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE, font_scale=0.95)
+
+
+def figures_dir() -> Path:
+    """``$ENDPROMPT_FIGURES`` if set, else ``figures/`` of the repository (or of the working directory)."""
+    if os.environ.get("ENDPROMPT_FIGURES"):
+        return Path(os.environ["ENDPROMPT_FIGURES"])
+    repo = Path(__file__).resolve().parent.parent
+    return repo / "figures" if (repo / "pyproject.toml").exists() else Path.cwd() / "figures"
+
+
+def save(fig: plt.Figure, name: str, out_dir: str | Path | None = None, dpi: int = 130) -> Path:
+    """Write ``fig`` as ``<out_dir>/<name>.png`` and return the path."""
+    out = Path(out_dir) if out_dir is not None else figures_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def plot_bandwidth(table: pd.DataFrame) -> plt.Figure:
+    """sigma against the factor s per scaling type (from `bound.bandwidth_table`), with theta_0/s for reference."""
+    set_style()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    sns.lineplot(data=table, x="s", y="sigma", hue="rope_type", style="rope_type", markers=True, dashes=False, ax=ax)
+    s = np.sort(table["s"].unique())
+    ax.plot(s, 1 / s, color="0.4", lw=0.8, ls=":", label=r"$\theta_0/s$")
+    ax.set(xscale="log", yscale="log", xlabel="scale factor s", ylabel=r"bandwidth $\sigma=\max_j\theta_j$",
+           title="Only PI lowers the top frequency (L2)")
+    ax.set_xticks(s, [f"{x:g}" for x in s])
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_score_curves(curves: pd.DataFrame, pair: int = 0) -> plt.Figure:
+    """S(d)/sum|c_j| over the distance, one panel per configuration (from `bound.score_curves`)."""
+    set_style()
+    data = curves[curves["pair"] == pair]
+    configs = list(dict.fromkeys(data["config"]))
+    fig, axes = plt.subplots(len(configs), 1, figsize=(8, 1.4 * len(configs) + 0.6), sharex=True, sharey=True)
+    for ax, (config, color) in zip(np.atleast_1d(axes), zip(configs, sns.color_palette(PALETTE, len(configs)))):
+        sub = data[data["config"] == config]
+        ax.plot(sub["distance"], sub["normalized_score"], lw=0.5, color=color)
+        ax.set_ylabel(config, rotation=0, ha="right", va="center", fontsize=9)
+    np.atleast_1d(axes)[-1].set_xlabel("relative distance d")
+    fig.suptitle(r"One query/key pair: $S(d)/\sum_j|c_j|$ under each scaling", fontsize=11)
+    return fig
+
+
+def plot_ratio_distributions(study: pd.DataFrame) -> plt.Figure:
+    """Observed/bound ratios of Eq. 3 (from `bound.bernstein_study`): first and second order, per scaling and s."""
+    set_style()
+    long = study.melt(id_vars=["source", "rope_type", "s"], value_vars=["ratio_1", "ratio_2"], var_name="order",
+                      value_name="ratio")
+    long["order"] = long["order"].map({"ratio_1": r"$\max|S'|/(\sigma\,\sup|S|)$",
+                                       "ratio_2": r"$\max|S''|/(\sigma^2\sup|S|)$"})
+    g = sns.catplot(data=long, x="rope_type", y="ratio", hue="s", row="source", col="order", kind="box",
+                    fliersize=1, linewidth=0.7, height=3.0, aspect=1.6, palette="crest")
+    for ax in g.axes.flat:
+        ax.axhline(1.0, color="firebrick", lw=1, ls="--")
+        ax.set_xlabel("")
+    g.set_titles("{row_name} | {col_name}")
+    g.figure.suptitle("Bernstein's inequality (Eq. 3): every ratio <= 1", y=1.02)
+    return g.figure
+
+
+def plot_coverage(coverage: pd.DataFrame, target_len: int) -> plt.Figure:
+    """Observed relative distances of each recipe in [0, L-1] (from `bound.coverage_table`)."""
+    set_style()
+    recipes = list(dict.fromkeys(coverage["recipe"]))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(recipes) + 1.2))
+    colors = sns.color_palette(PALETTE, len(recipes))
+    for i, recipe in enumerate(recipes):
+        sub = coverage[coverage["recipe"] == recipe]
+        ax.broken_barh(list(zip(sub["lo"], sub["hi"] - sub["lo"] + 1)), (i - 0.35, 0.7), color=colors[i])
+        ax.text(target_len * 1.01, i, f"{sub['share_observed'].iloc[0]:.1%}", va="center", fontsize=8)
+    ax.set(yticks=range(len(recipes)), yticklabels=recipes, xlim=(0, target_len), xlabel="relative distance d",
+           title=f"Distances observed during training (L5), L = {target_len}")
+    ax.invert_yaxis()
+    return fig
+
+
+def plot_identifiability(table: pd.DataFrame) -> plt.Figure:
+    """Undetermined share of the gap and error amplification per recipe (from `bound.identifiability_table`)."""
+    set_style()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    data = table.assign(config=table["rope_type"] + ", D=" + table["head_dim"].astype(str))
+    sns.barplot(data=data, x="recipe", y="unexplained_gap", hue="config", ax=axes[0])
+    axes[0].set(ylabel="share of gap score undetermined", xlabel="", title="What the observed distances leave free")
+    amp = data[data["gap"] > 0]
+    sns.barplot(data=amp, x="recipe", y="amplification", hue="config", ax=axes[1])
+    axes[1].set(yscale="log", ylabel="RMS error amplification", xlabel="", title="Conditioning of the determined part")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=25)
+        ax.legend(fontsize=7)
+    fig.suptitle("Identifiability of the score on the gap (L6)", y=1.02)
+    return fig
