@@ -399,20 +399,25 @@ class Collator:
                              "or use packed=True")
         return cls(recipe, pad_token_id=pad, cue_ids=cue_ids, **kwargs)
 
-    def samples(self, docs) -> list[Sample]:
+    def samples(self, docs, keys=None) -> list[Sample]:
+        """Samples for ``docs``. Sample randomness comes from ``default_rng([seed, *key])``: ``keys`` (one tuple of
+        ints per document, e.g. its (epoch, position) in the data order) make a sample independent of which process
+        or batch builds it; without keys a running counter is used."""
+        if keys is not None and len(keys) != len(docs):
+            raise ValueError(f"got {len(keys)} keys for {len(docs)} documents")
         out = []
-        for doc in docs:
+        for i, doc in enumerate(docs):
             if isinstance(doc, dict):
                 doc = doc["input_ids"]
-            rng = np.random.default_rng([self.seed, self.samples_made])
+            key = (self.samples_made,) if keys is None else tuple(keys[i])
             self.samples_made += 1
-            sample = build_sample(doc, self.recipe, rng, self.cue_ids, self.stats)
+            sample = build_sample(doc, self.recipe, np.random.default_rng([self.seed, *key]), self.cue_ids, self.stats)
             if sample is not None:
                 out.append(sample)
         return out
 
-    def __call__(self, docs) -> dict:
-        samples = self.samples(docs)
+    def __call__(self, docs, keys=None) -> dict:
+        samples = self.samples(docs, keys)
         if self.packed:
             return pack_samples(samples)
         return pad_samples(samples, self.pad_token_id, self.pad_to_multiple_of)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -70,7 +71,61 @@ def demo(out_dir: Path, samples: int = 256, seed: int = 0) -> None:
           f"moves the terminal logits by {with_mask:.3g} with the collator's mask, {without:.3g} without")
     if not with_mask > 1e-4:
         raise SystemExit("FAILED: the terminal segment does not attend to the head")
+
+    from endprompt.config import load_config
+    from endprompt.train import train
+
+    cfg = load_config("tiny-cpu", overrides=[f"run.out_dir={out_dir / 'tiny-endprompt'}", "run.resume=false"])
+    print(f"\nTraining the tiny Llama with EndPrompt ({cfg.recipe.a} text tokens + end prompt at "
+          f"{cfg.recipe.target_len - cfg.recipe.b}..{cfg.recipe.target_len - 1}, PI x8) on the built-in corpus:")
+    result = train(cfg)
+    print(f"{result.steps} steps, loss {result.losses[0]:.3f} -> {result.final_loss:.3f}, "
+          f"{result.tokens_per_s:.0f} tokens/s; model saved to {result.final_dir}")
     print(f"\nwrote {out_dir / 'coverage.csv'}")
+
+
+ACCELERATE_CONFIGS = {"ddp": "configs/accelerate/ddp.yaml", "fsdp2": "configs/accelerate/fsdp2.yaml",
+                      "deepspeed": "configs/accelerate/deepspeed_zero3.yaml", "auto": "configs/accelerate/ddp.yaml"}
+
+
+def launch_command(cfg, preset: str | None, config_path: str | None, overrides: list[str]) -> str:
+    """The shell command that runs this configuration: plain for one process, ``accelerate launch`` otherwise."""
+    source = f"--preset {preset}" if preset else f"--config {config_path}" if config_path else ""
+    sets = " ".join(f"--set {o}" for o in overrides)
+    args = " ".join(x for x in (source, sets) if x)
+    if cfg.run.num_processes * cfg.run.num_machines <= 1 and cfg.run.strategy in ("auto", "ddp"):
+        return f"endprompt train {args}"
+    conf = ACCELERATE_CONFIGS[cfg.run.strategy]
+    return (f"accelerate launch --config_file {conf} --num_processes {cfg.run.num_processes * cfg.run.num_machines} "
+            f"--num_machines {cfg.run.num_machines} -m endprompt.cli train {args}")
+
+
+def train_command(args) -> int:
+    from endprompt.config import load_config
+
+    overrides = list(args.set or [])
+    if args.recipe:
+        overrides.append(f"recipe.name={args.recipe}")
+    cfg = load_config(preset=args.preset, path=args.config, overrides=overrides)
+    if args.dry_run:
+        print("# resolved configuration")
+        print(cfg.to_yaml())
+        print("# launch command")
+        print(launch_command(cfg, args.preset, args.config, overrides))
+        return 0
+    from endprompt.train import TrainingDiverged, train
+
+    try:
+        result = train(cfg)
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    print(f"{result.status}: {result.steps}/{result.total_steps} steps, final loss {result.final_loss:.4f}, "
+          f"{result.tokens_per_s:.0f} tokens/s; {'model in ' + result.final_dir if result.final_dir else ''}"
+          f"{'checkpoint ' + result.checkpoint if result.status == 'stopped' else ''}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,9 +135,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("results/demo"))
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("train", help="train with a preset or YAML config (see endprompt/presets)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", help="a preset name: tiny-cpu, llama3-8b-64k, llama2-7b-64k, mistral-7b-64k")
+    src.add_argument("--config", help="a YAML file with the sections model, rope, data, recipe, optim, run")
+    p.add_argument("--recipe", help="shortcut for --set recipe.name=...")
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a field (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and the launch command")
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.out, args.samples, args.seed)
+    elif args.command == "train":
+        if not args.preset and not args.config:
+            parser.error("train needs --preset or --config")
+        try:
+            code = train_command(args)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            code = 2
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Everything that touches a model class lives here; the rest of endprompt hands th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ import torch
 
 from endprompt import rope as R
 
-__all__ = ["tiny_llama_config", "build_tiny_llama", "load_causal_lm", "query_key_states", "rope_of"]
+__all__ = ["tiny_llama_config", "build_tiny_llama", "load_causal_lm", "query_key_states", "rope_of",
+           "prepare_model", "PreparedModel", "apply_lora", "merge_lora"]
 
 
 def tiny_llama_config(vocab_size: int = 260, hidden_size: int = 128, num_layers: int = 2, num_heads: int = 4,
@@ -87,3 +89,97 @@ def query_key_states(model, input_ids: torch.Tensor, layer: int = 0) -> tuple[np
     q = captured["q"][0].reshape(T, -1, head_dim).transpose(0, 1)  # (H, T, D)
     k = captured["k"][0].reshape(T, -1, head_dim).transpose(0, 1)  # (H_kv, T, D)
     return q.double().numpy(), k.double().numpy()
+
+
+@dataclass
+class PreparedModel:
+    """A model ready for training: the model, its tokenizer, the RoPE scaling applied (None for pretraining) and the
+    base model's original context length."""
+
+    model: object
+    tokenizer: object
+    rope: R.RopeScaling | None
+    original_len: int
+
+
+def _original_len(config, given: int | None) -> int:
+    if given is not None:
+        return given
+    rope = R.from_transformers_config(config)
+    return rope.original_max_position_embeddings or config.max_position_embeddings
+
+
+def prepare_model(cfg) -> PreparedModel:
+    """Build or load the model of a `endprompt.config.TrainConfig`, with the extension's RoPE scaling, attention
+    backend, dtype, gradient checkpointing and LoRA/LoRA+ applied. No transformers model file is patched."""
+    from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
+
+    from endprompt.tokenizer import load_tokenizer
+
+    m, recipe = cfg.model, cfg.recipe
+    tokenizer = load_tokenizer(m.tokenizer, m.path)
+    dtype = getattr(torch, m.dtype)
+    extend = recipe.name != "pretrain"
+    if m.path is None:
+        original = m.original_len
+        rope = (R.for_extension(cfg.rope.rope_type, original, recipe.target_len, factor=cfg.rope.factor,
+                                rope_theta=m.rope_theta, **cfg.rope.params) if extend else None)
+        config = tiny_llama_config(vocab_size=max(m.vocab_size, len(tokenizer)), hidden_size=m.hidden_size,
+                                   num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
+                                   intermediate_size=m.intermediate_size,
+                                   rope=rope or R.RopeScaling(rope_theta=m.rope_theta),
+                                   max_position_embeddings=recipe.target_len if extend else original,
+                                   attn_implementation=m.attn_implementation, **m.config_overrides)
+        config.pad_token_id, config.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+        config.bos_token_id = tokenizer.bos_token_id
+        model = LlamaForCausalLM(config).to(dtype)
+    else:
+        if not Path(m.path).is_dir():
+            raise FileNotFoundError(f"model.path {m.path!r} is not a directory; give a local checkpoint (a folder with "
+                                    "config.json), e.g. model.path=/models/Meta-Llama-3-8B")
+        config = AutoConfig.from_pretrained(m.path, local_files_only=True)
+        for key, value in m.config_overrides.items():
+            setattr(config, key, value)
+        base = R.from_transformers_config(config)  # raises for models without RoPE
+        original = _original_len(config, m.original_len)
+        rope = None
+        if extend:
+            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+            rope = R.for_extension(cfg.rope.rope_type, original, recipe.target_len, factor=cfg.rope.factor,
+                                   rope_theta=base.rope_theta, partial_rotary_factor=base.partial_rotary_factor,
+                                   **cfg.rope.params)
+            for key, value in R.transformers_config_kwargs(rope, recipe.target_len, head_dim).items():
+                setattr(config, key, value)
+        window = getattr(config, "sliding_window", None)
+        if extend and window is not None and getattr(config, "use_sliding_window", True) and window < recipe.target_len:
+            raise ValueError(f"the model attends within a sliding window of {window} tokens < target_len="
+                             f"{recipe.target_len}: the terminal segment could not see the head. Set "
+                             "model.config_overrides={sliding_window: null}")
+        model = AutoModelForCausalLM.from_pretrained(m.path, config=config, dtype=dtype, local_files_only=True,
+                                                     attn_implementation=m.attn_implementation)
+    if m.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    lora_r = m.lora_r or (8 if recipe.name == "longlora" else 0)
+    if lora_r:
+        model = apply_lora(model, lora_r, m.lora_alpha, m.lora_dropout, m.lora_targets,
+                           m.lora_trainable if recipe.name == "longlora" or m.lora_r else ())
+    return PreparedModel(model, tokenizer, rope, original)
+
+
+def apply_lora(model, r: int, alpha: float, dropout: float, targets, trainable=()):
+    """LoRA adapters on ``targets`` (peft); parameters whose name contains an entry of ``trainable`` are trained in
+    full as well (LongLoRA's LoRA+: embeddings and norms)."""
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                                             target_modules=list(targets), task_type="CAUSAL_LM"))
+    for name, param in model.named_parameters():
+        if any(t in name for t in trainable):  # substring, as LongLoRA: "norm" covers every norm layer
+            param.requires_grad_(True)
+    return model
+
+
+def merge_lora(model):
+    """Fold LoRA adapters into the weights: a plain transformers model that stock ``from_pretrained`` reloads."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model

@@ -1,0 +1,145 @@
+"""Training cost of EndPrompt (physical a+b tokens) against full-length fine-tuning (physical = target), side by side.
+
+Both train at the same target length and the same tokens per optimizer step; each runs in its own process so peak
+memory is its own. Printed: tokens/s, peak memory, the measured speed ratio and the FLOP-model ratio
+
+    FLOPs per token = 6 N + 6 n_layers T d      (N parameters; causal attention over a physical length T, width d)
+
+On CPU, "peak GB" is the process's peak resident memory (mostly the runtime) and "training GB" what the training
+steps added to it (activations, gradients, optimizer state); on GPU both are torch's peak allocated memory.
+
+so EndPrompt's predicted speed-up is FLOPs/token(full) / FLOPs/token(EndPrompt). Goal: measured >= 0.9 x predicted.
+
+    python benchmarks/bench_train.py                      # tiny model on CPU, 256 (EndPrompt) vs 2048 (full)
+    python benchmarks/bench_train.py --gpu                # Llama-3-8B shape, random weights, bf16, gradient
+                                                          # checkpointing, 8192+20 vs 65536, forward+backward
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+SHAPES = {
+    "tiny": {"hidden_size": 128, "num_layers": 2, "num_heads": 4, "num_kv_heads": 4, "intermediate_size": 512,
+             "vocab_size": 260},
+    "llama3-8b": {"hidden_size": 4096, "num_layers": 32, "num_heads": 32, "num_kv_heads": 8,
+                  "intermediate_size": 14336, "vocab_size": 128256},
+}
+
+
+def worker(args) -> dict:
+    import numpy as np
+    import torch
+
+    from endprompt import modeling
+    from endprompt import rope as R
+    from endprompt.batching import Collator, Recipe, model_inputs
+    from endprompt.train import weighted_cross_entropy
+
+    shape = SHAPES[args.shape]
+    device = "cuda" if args.gpu else "cpu"
+    torch.manual_seed(0)
+    rope = R.for_extension("linear", args.original, args.target)
+    config = modeling.tiny_llama_config(rope=rope, max_position_embeddings=args.target, **shape)
+    from transformers import LlamaForCausalLM
+
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(torch.bfloat16 if args.gpu else torch.float32)
+    if args.gpu:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    if args.recipe == "endprompt":
+        recipe = Recipe("endprompt", a=args.a, b=args.b, target_len=args.target)
+    else:
+        recipe = Recipe("full", a=args.a, b=args.b, target_len=args.target)
+    rng = np.random.default_rng(0)
+    cue = [rng.integers(3, shape["vocab_size"], size=args.b)]
+    collator = Collator(recipe, pad_token_id=0, cue_ids=cue, seed=0)
+    per_step = args.tokens_per_step // recipe.physical_len
+    docs = [rng.integers(3, shape["vocab_size"], size=args.target) for _ in range(per_step)]
+    batch = {k: v.to(device) for k, v in collator(docs).items()}
+    optimizer = None if args.gpu else torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        logits = model(**model_inputs(batch), use_cache=False).logits
+        total, weight = weighted_cross_entropy(logits, batch["labels"], batch["loss_weights"])
+        (total / weight).backward()
+        if optimizer is not None:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            model.zero_grad(set_to_none=True)
+
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # model, data and runtime before training
+    step()  # warm-up
+    if args.gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    if args.gpu:
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    tokens = int(batch["attention_mask"].sum()) * args.steps
+    peak = torch.cuda.max_memory_allocated() if args.gpu else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    growth = peak - (0 if args.gpu else baseline)  # on CPU: what training added to the peak resident memory
+    n_params = sum(p.numel() for p in model.parameters())
+    T, d, L = recipe.physical_len, shape["hidden_size"], shape["num_layers"]
+    return {"recipe": args.recipe, "physical_len": T, "sequences_per_step": per_step, "tokens_per_s": tokens / elapsed,
+            "peak_memory_gb": peak / 2**30, "training_memory_gb": growth / 2**30, "params": n_params,
+            "flops_per_token": 6 * n_params + 6 * L * T * d,
+            "device": torch.cuda.get_device_name() if args.gpu else platform.processor() or platform.machine()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--worker", choices=["endprompt", "full"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--config", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        cfg = argparse.Namespace(**json.loads(args.config))
+        cfg.recipe = args.worker
+        print(json.dumps(worker(cfg)))
+        return
+    if args.gpu:
+        cfg = {"shape": "llama3-8b", "original": 8192, "target": 65536, "a": 8192, "b": 20,
+               "tokens_per_step": 65536, "steps": args.steps or 3, "gpu": True}
+    else:
+        cfg = {"shape": "tiny", "original": 256, "target": 2048, "a": 240, "b": 16, "tokens_per_step": 2048 * 4,
+               "steps": args.steps or 20, "gpu": False}
+    rows = []
+    for recipe in ("endprompt", "full"):
+        out = subprocess.run([sys.executable, __file__, "--worker", recipe, "--config", json.dumps(cfg)],
+                             capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    ep, full = rows
+    measured = ep["tokens_per_s"] / full["tokens_per_s"]
+    predicted = full["flops_per_token"] / ep["flops_per_token"]
+    print(f"{cfg['shape']} on {ep['device']}, target {cfg['target']}, {cfg['tokens_per_step']} tokens per step")
+    print(f"{'recipe':<10}{'physical':>9}{'seq/step':>9}{'tokens/s':>12}{'peak GB':>9}{'training GB':>12}"
+          f"{'GFLOP/token':>13}")
+    for r in rows:
+        print(f"{r['recipe']:<10}{r['physical_len']:>9}{r['sequences_per_step']:>9}{r['tokens_per_s']:>12.0f}"
+              f"{r['peak_memory_gb']:>9.2f}{r['training_memory_gb']:>12.3f}{r['flops_per_token'] / 1e9:>13.4f}")
+    print(f"speed ratio EndPrompt/full: measured {measured:.2f}x, FLOP model {predicted:.2f}x "
+          f"({measured / predicted:.2f} of the model; goal >= 0.90)")
+    print(f"peak memory ratio full/EndPrompt: {full['peak_memory_gb'] / ep['peak_memory_gb']:.2f}x "
+          f"(memory added by training: {full['training_memory_gb'] / max(ep['training_memory_gb'], 1e-9):.2f}x)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": cfg, "rows": rows, "measured_speed_ratio": measured,
+                       "flop_model_ratio": predicted}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

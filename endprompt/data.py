@@ -1,0 +1,272 @@
+"""Training text from local files or the embedded default corpus, tokenized once and cached.
+
+Sources (`DataConfig.source`):
+
+- ``builtin``: the Python standard library's own ``.py`` sources (without its test suites, idlelib, lib2to3 and
+  turtledemo): about 11 MB of real, long, structured text that exists on every machine with Python, so nothing is
+  downloaded. One file is one document. Its exact content follows the Python version (3.11 here); the corpus metadata
+  records the version and file count.
+- local files and directories, comma-separated: ``.txt``/``.md``/``.py`` (one document per file), ``.jsonl``/``.json``
+  (one record per line, text in ``text_field``; a corrupt line is reported with its file and line number and counted,
+  never silently skipped), ``.parquet`` (through ``datasets``, loading local files only).
+
+A tokenized corpus is one flat token array (each document followed by EOS) plus document offsets, cached under
+``cache_dir`` by a key of the sources' paths, sizes and mtimes and the tokenizer's vocabulary; writes are atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import sysconfig
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from endprompt import positions as P
+from endprompt.batching import Recipe
+from endprompt.tokenizer import encode_bytes, is_byte_tokenizer
+
+__all__ = ["BUILTIN", "builtin_files", "source_files", "iter_documents", "TokenizedCorpus", "tokenize_corpus",
+           "sample_len", "SampleSource", "EpochSampler"]
+
+log = logging.getLogger(__name__)
+
+BUILTIN = "builtin"
+_BUILTIN_SKIP = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "__pycache__"}
+_TEXT_SUFFIXES = {".txt", ".md", ".py", ".rst"}
+_JSONL_SUFFIXES = {".jsonl", ".json"}
+
+
+def builtin_files() -> list[Path]:
+    """The embedded default corpus: the standard library's ``.py`` files, sorted."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return sorted(p for p in root.rglob("*.py") if not (_BUILTIN_SKIP & set(p.relative_to(root).parts)))
+
+
+def source_files(source: str) -> list[Path]:
+    """Expand a source spec ("builtin" or comma-separated files/directories) into files."""
+    if source == BUILTIN:
+        return builtin_files()
+    files: list[Path] = []
+    for part in [s.strip() for s in source.split(",") if s.strip()]:
+        path = Path(part)
+        if path.is_dir():
+            suffixes = _TEXT_SUFFIXES | _JSONL_SUFFIXES | {".parquet"}
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in suffixes)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"data source {part!r} does not exist; give local files or directories "
+                                    "(.txt, .jsonl, .parquet) or 'builtin'")
+    if not files:
+        raise ValueError(f"data source {source!r} contains no .txt/.md/.py/.jsonl/.json/.parquet files")
+    return files
+
+
+def iter_documents(files: list[Path], text_field: str = "text", stats: Counter | None = None) -> Iterator[str]:
+    """Yield document texts. Corrupt JSONL lines and records without ``text_field`` are logged (file:line) and
+    counted in ``stats["corrupt_lines"]`` / ``stats["missing_field"]``."""
+    stats = stats if stats is not None else Counter()
+    for path in files:
+        if path.suffix in _JSONL_SUFFIXES:
+            with path.open(encoding="utf-8", errors="replace") as f:
+                for lineno, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as err:
+                        stats["corrupt_lines"] += 1
+                        log.warning("%s:%d: corrupt JSON line skipped (%s)", path, lineno, err.msg)
+                        continue
+                    text = record.get(text_field) if isinstance(record, dict) else None
+                    if not isinstance(text, str):
+                        stats["missing_field"] += 1
+                        log.warning("%s:%d: record has no string field %r; skipped", path, lineno, text_field)
+                        continue
+                    stats["documents"] += 1
+                    yield text
+        elif path.suffix == ".parquet":
+            from datasets import load_dataset
+
+            table = load_dataset("parquet", data_files=[str(path)], split="train")
+            if text_field not in table.column_names:
+                raise ValueError(f"{path} has no column {text_field!r} (columns: {table.column_names}); "
+                                 "set data.text_field")
+            for text in table[text_field]:
+                stats["documents"] += 1
+                yield text
+        else:
+            stats["documents"] += 1
+            yield path.read_text(encoding="utf-8", errors="replace")
+
+
+def _fingerprint(files: list[Path], text_field: str, max_documents: int | None, tokenizer) -> str:
+    h = hashlib.sha256()
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    h.update(f"{text_field}|{max_documents}|{type(tokenizer).__name__}|{len(tokenizer)}".encode())
+    vocab = tokenizer.get_vocab()
+    h.update(hashlib.sha256(json.dumps(sorted(vocab.items())).encode()).digest())
+    return h.hexdigest()[:20]
+
+
+@dataclass
+class TokenizedCorpus:
+    """Documents as one flat token array: document ``i`` is ``tokens[offsets[i]:offsets[i+1]]`` (its EOS included)."""
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def doc(self, i: int) -> np.ndarray:
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.offsets[-1])
+
+
+def tokenize_corpus(source: str, tokenizer, cache_dir: str | Path = "cache", text_field: str = "text",
+                    max_documents: int | None = None, progress: bool = True) -> TokenizedCorpus:
+    """Tokenize (or load from cache) every document of ``source``, each followed by the tokenizer's EOS."""
+    files = source_files(source)
+    key = _fingerprint(files, text_field, max_documents, tokenizer)
+    cache = Path(cache_dir) / f"corpus-{key}"
+    if (cache / "meta.json").exists():
+        meta = json.loads((cache / "meta.json").read_text())
+        return TokenizedCorpus(np.load(cache / "tokens.npy", mmap_mode="r"), np.load(cache / "offsets.npy"), meta)
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no eos_token, which separates documents; set tokenizer.eos_token")
+    dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.uint32
+    fast = is_byte_tokenizer(tokenizer)
+    stats: Counter = Counter()
+    pieces, lengths = [], []
+    docs = iter_documents(files, text_field, stats)
+    bar = tqdm(docs, desc=f"tokenizing {source[:40]}", unit="doc", disable=not progress)
+    batch: list[str] = []
+
+    def flush():
+        encoded = [encode_bytes(t) for t in batch] if fast else [
+            np.asarray(ids, dtype=dtype) for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]]
+        for ids in encoded:
+            pieces.append(np.append(ids.astype(dtype), dtype(eos)))
+            lengths.append(len(ids) + 1)
+        batch.clear()
+
+    for text in bar:
+        batch.append(text)
+        if len(batch) >= 256:
+            flush()
+        if max_documents is not None and len(lengths) + len(batch) >= max_documents:
+            break
+    if batch:
+        flush()
+    if not lengths:
+        raise ValueError(f"data source {source!r} yielded no documents ({dict(stats)})")
+    tokens = np.concatenate(pieces)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    meta = {"source": source, "files": len(files), "documents": len(lengths), "tokens": int(offsets[-1]),
+            "stats": dict(stats), "python": sys.version.split()[0], "tokenizer_vocab": len(tokenizer), "key": key}
+    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    np.save(tmp / "tokens.npy", tokens)
+    np.save(tmp / "offsets.npy", offsets)
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    try:
+        os.replace(tmp, cache)  # atomic: a reader sees the whole cache or none
+    except OSError:  # another process won the race
+        pass
+    if stats["corrupt_lines"] or stats["missing_field"]:
+        log.warning("data: %d corrupt lines and %d records without %r were skipped (see the warnings above)",
+                    stats["corrupt_lines"], stats["missing_field"], text_field)
+    return TokenizedCorpus(tokens, offsets, meta)
+
+
+def sample_len(recipe: Recipe) -> int:
+    """How many document tokens one sample should draw on, for concatenated corpora: the body ``a`` (endprompt),
+    the window ``a+b`` (endprompt-tail), a long document whose real end is kept (endprompt-random: ``L``), room for the
+    skipped content of PoSE chunks (pose: ``L``, endprompt-pose: ``L-b``), the window (full)."""
+    r = recipe
+    return {"endprompt": r.a, "endprompt-tail": r.a + r.b, "endprompt-random": r.target_len,
+            "endprompt-pose": r.target_len - r.b, "pose": r.target_len, "full": r.physical_len}[r.name]
+
+
+class SampleSource:
+    """Indexable training documents: whole documents, or (``concat=True``) consecutive slices of ``length`` tokens of
+    the EOS-separated stream, as the authors' pre-tokenised fixed-length samples."""
+
+    def __init__(self, corpus: TokenizedCorpus, length: int | None = None, concat: bool = True):
+        self.corpus, self.concat, self.length = corpus, concat, length
+        if concat:
+            if not length or length < 1:
+                raise ValueError("concatenated samples need a length >= 1")
+            self._n = corpus.num_tokens // length
+            if self._n == 0:
+                raise ValueError(f"the corpus has {corpus.num_tokens} tokens, fewer than one sample of {length}")
+        else:
+            self._n = len(corpus)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self.concat:
+            return np.asarray(self.corpus.tokens[i * self.length : (i + 1) * self.length], dtype=np.int64)
+        return np.asarray(self.corpus.doc(i), dtype=np.int64)
+
+
+class EpochSampler:
+    """Deterministic, resumable order over ``n`` samples, sharded over ranks.
+
+    Epoch ``e`` visits ``permutation(default_rng([seed, e]))``; a global step takes the next ``global_batch`` entries,
+    rank ``r`` of ``world`` the entries ``r, r + world, ...`` of them, so the union over ranks does not depend on the
+    number of processes. Each entry comes with a key ``(epoch, position)`` for the sample's own RNG.
+    """
+
+    def __init__(self, n: int, seed: int = 0):
+        if n < 1:
+            raise ValueError("nothing to sample from (0 samples)")
+        self.n, self.seed, self.epoch, self.cursor = n, seed, 0, 0
+        self._perm = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return P.as_generator([self.seed, epoch]).permutation(self.n)
+
+    def next_global(self, global_batch: int) -> list[tuple[int, tuple[int, int]]]:
+        """The next ``global_batch`` (index, key) pairs, crossing into the next epoch as needed."""
+        out = []
+        while len(out) < global_batch:
+            if self.cursor >= self.n:
+                self.epoch, self.cursor = self.epoch + 1, 0
+                self._perm = self._permutation(self.epoch)
+            out.append((int(self._perm[self.cursor]), (self.epoch, self.cursor)))
+            self.cursor += 1
+        return out
+
+    @staticmethod
+    def shard(items: list, rank: int, world: int) -> list:
+        return items[rank::world]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed, "n": self.n}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["n"] != self.n:
+            raise ValueError(f"checkpoint sampled from {state['n']} samples but the data now has {self.n}; resume "
+                             "with the same data and recipe")
+        self.seed, self.epoch, self.cursor = state["seed"], state["epoch"], state["cursor"]
+        self._perm = self._permutation(self.epoch)

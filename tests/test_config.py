@@ -1,0 +1,69 @@
+"""endprompt.config: presets, overrides, validation with clear errors, YAML round trip, the CLI's dry run."""
+
+import subprocess
+import sys
+
+import pytest
+
+from endprompt.config import list_presets, load_config
+
+
+def test_presets_load_and_validate():
+    assert {"tiny-cpu", "llama3-8b-64k", "llama2-7b-64k", "mistral-7b-64k"} <= set(list_presets())
+    paper = load_config("llama3-8b-64k")
+    assert (paper.recipe.a, paper.recipe.b, paper.recipe.target_len) == (8192, 20, 65536)
+    assert paper.rope.rope_type == "linear" and paper.rope.factor == 8 and paper.model.original_len == 8192
+    assert paper.optim.lr == 2e-5 and paper.optim.warmup_steps == 20 and paper.optim.weight_decay == 0
+    assert paper.optim.schedule == "constant" and paper.model.gradient_checkpointing
+    global_batch = paper.optim.micro_batch_size * paper.optim.grad_accum * paper.run.num_processes
+    assert global_batch == 64 and paper.optim.train_tokens == 1_000_000_000 and paper.run.mixed_precision == "bf16"
+    assert load_config("mistral-7b-64k").model.config_overrides == {"sliding_window": None}
+    assert load_config("llama2-7b-64k").rope.factor == 16
+
+
+def test_overrides_are_typed():
+    cfg = load_config("tiny-cpu", overrides=["optim.lr=3e-4", "optim.max_steps=7", "model.lora_targets=q_proj,v_proj",
+                                             "recipe.cues=[End., <eot>]", "run.resume=false", "rope.factor=null"])
+    assert cfg.optim.lr == 3e-4 and cfg.optim.max_steps == 7 and cfg.run.resume is False
+    assert cfg.model.lora_targets == ("q_proj", "v_proj") and cfg.recipe.cues == ("End.", "<eot>")
+    assert cfg.rope.factor is None
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = load_config("llama3-8b-64k", overrides=["recipe.name=endprompt-pose"])
+    path = tmp_path / "c.yaml"
+    path.write_text(cfg.to_yaml())
+    assert load_config(path=path) == cfg
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["recipe.name=yarn"], "recipe.name='yarn' is not valid; choose one of: endprompt, endprompt-tail"),
+    (["rope.rope_type=pi"], "unknown rope.rope_type 'pi'; valid types are: default, dynamic, linear"),
+    (["recipe.target_len=250"], "recipe.target_len=250 must exceed model.original_len=256"),
+    (["recipe.a=2000", "recipe.b=48"], r"recipe.target_len=2048 must exceed the physical length a \+ b = 2000 \+ 48"),
+    (["optim.lr=0"], "optim.lr must be > 0"),
+    (["optim.max_steps=abc"], "optim.max_steps must be an integer, got 'abc'"),
+    (["optim.nope=1"], r"unknown field\(s\) \['nope'\] in section 'optim'"),
+    (["lr=1"], "must look like section.field=value"),
+    (["run.strategy=horovod"], "run.strategy='horovod' is not valid"),
+    (["recipe.name=pretrain"], "recipe 'pretrain' trains at the model's own length"),
+])
+def test_bad_configs_name_the_value_and_the_fix(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config("tiny-cpu", overrides=overrides)
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown preset 'llama4'; presets are: .*tiny-cpu"):
+        load_config("llama4")
+
+
+def test_cli_dry_run_prints_config_and_launch_command():
+    out = subprocess.run([sys.executable, "-m", "endprompt.cli", "train", "--preset", "llama3-8b-64k", "--dry-run",
+                          "--set", "run.strategy=fsdp2"], capture_output=True, text=True, check=True).stdout
+    assert "target_len: 65536" in out and "factor: 8" in out
+    assert ("accelerate launch --config_file configs/accelerate/fsdp2.yaml --num_processes 8 --num_machines 1 "
+            "-m endprompt.cli train --preset llama3-8b-64k --set run.strategy=fsdp2") in out
+    bad = subprocess.run([sys.executable, "-m", "endprompt.cli", "train", "--preset", "tiny-cpu", "--recipe", "x"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "recipe.name='x' is not valid" in bad.stderr

@@ -1,0 +1,136 @@
+"""endprompt.train on the tiny model: every recipe, exact resume, reload with stock transformers, divergence, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+from endprompt import modeling as M
+from endprompt import rope as R
+from endprompt.config import TRAIN_RECIPES, load_config
+from endprompt.train import TrainingDiverged, latest_checkpoint, train, weighted_cross_entropy
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("corpus-cache"))
+
+
+def config(out_dir, cache_dir, *overrides):
+    return load_config("tiny-cpu", overrides=[
+        f"run.out_dir={out_dir}", f"data.cache_dir={cache_dir}", "data.max_documents=40", "run.progress=false",
+        "optim.micro_batch_size=2", "optim.max_steps=2", "optim.warmup_steps=1", "run.log_every=1",
+        "model.hidden_size=64", *overrides])
+
+
+def test_weighted_cross_entropy_matches_the_definition():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    labels = torch.tensor([[1, 2, 3, 4, -100], [0, 6, 5, -100, -100]])
+    weights = torch.tensor([[1.0, 1.0, 0.1, 0.1, 0.0], [1.0, 1.0, 1.0, 0.0, 0.0]])
+    total, weight = weighted_cross_entropy(logits, labels, weights, chunk=2)
+    expected = sum(w * -torch.log_softmax(logits[b, t - 1], -1)[labels[b, t]]
+                   for b in range(2) for t in range(1, 5) if labels[b, t] != -100 for w in [weights[b, t]])
+    assert torch.isclose(total, expected) and weight == pytest.approx(1 + 0.1 + 0.1 + 1 + 1)
+
+
+@pytest.mark.parametrize("recipe", TRAIN_RECIPES)
+def test_every_recipe_trains_two_steps(recipe, tmp_path, cache_dir):
+    overrides = ["recipe.target_len=256"] if recipe == "pretrain" else []
+    if recipe == "longlora":
+        overrides = ["recipe.target_len=512"]  # full-length samples: keep them short here
+    result = train(config(tmp_path, cache_dir, f"recipe.name={recipe}", *overrides))
+    assert result.status == "completed" and result.steps == 2 and len(result.losses) == 2
+    assert all(np.isfinite(result.losses)) and result.losses[0] > 3.0  # a random byte model starts near ln(260)=5.6
+    reloaded = AutoModelForCausalLM.from_pretrained(result.final_dir)
+    expected = R.RopeScaling() if recipe == "pretrain" else R.for_extension("linear", 256, 512 if recipe == "longlora"
+                                                                               else 2048)
+    np.testing.assert_allclose(R.compute_inv_freq(R.from_transformers_config(reloaded.config), 16)[0],
+                               R.compute_inv_freq(expected, 16)[0], rtol=1e-12)
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2] and metrics[-1]["tokens"] == result.tokens
+
+
+def test_resume_continues_exactly(tmp_path, cache_dir):
+    args = ["recipe.name=endprompt-pose", "optim.max_steps=5", "optim.schedule=cosine", "run.save_every=2"]
+    whole = train(config(tmp_path / "whole", cache_dir, *args))
+    first = train(config(tmp_path / "split", cache_dir, *args, "run.stop_after=3"))
+    assert first.status == "stopped" and first.steps == 3 and first.final_dir is None
+    assert latest_checkpoint(tmp_path / "split").name == "step-00000003"
+    second = train(config(tmp_path / "split", cache_dir, *args))
+    assert second.status == "completed" and second.losses == whole.losses
+    a = load_file(f"{whole.final_dir}/model.safetensors")
+    b = load_file(f"{second.final_dir}/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # identical weights on CPU
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+
+
+def test_saved_model_reloads_with_stock_transformers(tmp_path, cache_dir):
+    cfg = config(tmp_path, cache_dir)
+    result = train(cfg)
+    stock = AutoModelForCausalLM.from_pretrained(result.final_dir).eval()
+    assert stock.config.rope_parameters["rope_type"] == "linear" and stock.config.rope_parameters["factor"] == 8.0
+    assert stock.config.max_position_embeddings == 2048
+    ours = M.prepare_model(cfg).model.eval()
+    ours.load_state_dict(load_file(f"{result.final_dir}/model.safetensors"), strict=False)
+    ours.tie_weights()
+    ids = torch.arange(40)[None]
+    pos = torch.cat([torch.arange(30), torch.arange(2038, 2048)])[None]  # an EndPrompt layout
+    with torch.no_grad():
+        a = stock(input_ids=ids, position_ids=pos, attention_mask=torch.ones_like(ids)).logits
+        b = ours(input_ids=ids, position_ids=pos, attention_mask=torch.ones_like(ids)).logits
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    tok = AutoTokenizer.from_pretrained(result.final_dir)
+    assert tok("End.", add_special_tokens=False).input_ids == list(b"End.")
+
+
+def test_extend_a_local_base_checkpoint(tmp_path, cache_dir):
+    base = train(config(tmp_path / "base", cache_dir, "recipe.name=pretrain", "recipe.target_len=256"))
+    ext = train(config(tmp_path / "ext", cache_dir, f"model.path={base.final_dir}", "model.tokenizer=null",
+                       "model.original_len=null", "recipe.name=endprompt"))
+    stock = AutoModelForCausalLM.from_pretrained(ext.final_dir)
+    assert R.from_transformers_config(stock.config) == R.RopeScaling(rope_type="linear", factor=8.0)
+
+
+def test_longlora_merges_its_adapters(tmp_path, cache_dir):
+    result = train(config(tmp_path, cache_dir, "recipe.name=longlora", "recipe.target_len=512"))
+    saved = load_file(f"{result.final_dir}/model.safetensors")
+    assert not any("lora" in k for k in saved)  # merged into plain weights
+    stock = AutoModelForCausalLM.from_pretrained(result.final_dir)
+    assert stock.config._attn_implementation != "s2attn"
+
+
+def test_divergence_saves_the_batch_and_stops(tmp_path, cache_dir, monkeypatch):
+    import endprompt.train as T
+
+    calls = {"n": 0}
+    real = T.weighted_cross_entropy
+
+    def nan_on_second_step(logits, labels, weights, chunk=4096):
+        calls["n"] += 1
+        total, weight = real(logits, labels, weights, chunk)
+        return (total * float("nan") if calls["n"] > 1 else total), weight  # micro_batch 2, grad_accum 1: call = step
+
+    monkeypatch.setattr(T, "weighted_cross_entropy", nan_on_second_step)
+    with pytest.raises(TrainingDiverged, match="loss became nan at step 1") as err:
+        train(config(tmp_path, cache_dir, "optim.max_steps=5"))
+    dump = err.value.dump_dir
+    assert dump.name == "diverged-step-00000001"
+    batches = torch.load(dump / "batches-rank0.pt", weights_only=False)
+    assert batches[0]["input_ids"].shape[0] == 2
+    assert json.loads((dump / "info.json").read_text())["step"] == 1
+    assert not (tmp_path / "final").exists()
+
+
+def test_bad_model_inputs(tmp_path, cache_dir):
+    with pytest.raises(FileNotFoundError, match="model.path '/no/such/model' is not a directory"):
+        train(config(tmp_path, cache_dir, "model.path=/no/such/model", "model.tokenizer=byte",
+                     "model.original_len=256"))
+    gpt2 = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=260)).save_pretrained(gpt2)
+    with pytest.raises(ValueError, match="has no RoPE parameters"):
+        train(config(tmp_path, cache_dir, f"model.path={gpt2}", "model.tokenizer=byte", "model.original_len=256"))
