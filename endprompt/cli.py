@@ -128,6 +128,37 @@ def train_command(args) -> int:
     return 0
 
 
+def eval_command(args) -> int:
+    import torch
+
+    from endprompt import plotting
+    from endprompt.evaluate import evaluate, save_results, summarize
+    from endprompt.modeling import load_causal_lm
+    from endprompt.tokenizer import load_tokenizer
+
+    model = load_causal_lm(args.model, dtype=torch.float32 if args.dtype == "float32" else args.dtype)
+    tokenizer = load_tokenizer(args.tokenizer, args.model)
+    lengths = [int(x) for x in args.lengths.split(",")]
+    table = evaluate(model, tokenizer, args.suite, lengths, num_samples=args.num_samples, seed=args.seed,
+                     batch_size=args.batch_size, style=args.style, tasks=args.tasks.split(",") if args.tasks else None,
+                     essay_path=args.essay_path, squad_path=args.squad_path, hotpotqa_path=args.hotpotqa_path,
+                     model_name=args.name or Path(args.model).name)
+    csv, _ = save_results(table, args.out)
+    print(table.drop(columns=["reason"]).to_string(index=False))
+    for _, row in table[table["status"] == "not_run"].drop_duplicates("task").iterrows():
+        print(f"not run: {row['task']}: {row['reason']}")
+    if table["suite"].isin(["ruler", "synthetic"]).any():
+        print(summarize(table).to_string(index=False))
+        plotting.save(plotting.plot_score_by_length(table), "eval_score_by_length", args.out)
+        plotting.save(plotting.plot_task_bars(table, max(lengths)), "eval_tasks", args.out)
+    if (table["task"] == "needle").any():
+        plotting.save(plotting.plot_needle_heatmap(table), "eval_needle", args.out)
+    if (table["task"] == "perplexity").any():
+        plotting.save(plotting.plot_perplexity(table), "eval_perplexity", args.out)
+    print(f"wrote {csv} and figures under {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="endprompt", description="Context extension of RoPE LMs with short sequences")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,7 +173,30 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--recipe", help="shortcut for --set recipe.name=...")
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a field (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and the launch command")
+    p = sub.add_parser("eval", help="evaluate a local model offline (RULER-style, passkey, needle, perplexity, MQAR)")
+    p.add_argument("--model", required=True, help="a local checkpoint directory")
+    p.add_argument("--tokenizer", default=None, help="tokenizer directory or 'byte' (default: the model's)")
+    p.add_argument("--suite", default="ruler", help="ruler, synthetic, passkey, needle, perplexity, mqar or all")
+    p.add_argument("--lengths", default="4096", help="comma-separated context lengths in the model's tokens")
+    p.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
+    p.add_argument("--num-samples", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--style", default="ruler", choices=["ruler", "compact"])
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--essay-path", default=None)
+    p.add_argument("--squad-path", default=None)
+    p.add_argument("--hotpotqa-path", default=None)
+    p.add_argument("--name", default=None, help="model name in the results (default: the directory name)")
+    p.add_argument("--out", type=Path, default=Path("results/eval"))
     args = parser.parse_args(argv)
+    if args.command == "eval":
+        try:
+            code = eval_command(args)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            code = 2
+        raise SystemExit(code)
     if args.command == "demo":
         demo(args.out, args.samples, args.seed)
     elif args.command == "train":

@@ -14,7 +14,8 @@ import pandas as pd
 import seaborn as sns
 
 __all__ = ["set_style", "figures_dir", "save", "plot_bandwidth", "plot_score_curves", "plot_ratio_distributions",
-           "plot_coverage", "plot_identifiability"]
+           "plot_coverage", "plot_identifiability", "plot_score_by_length", "plot_needle_heatmap", "plot_perplexity",
+           "plot_task_bars"]
 
 PALETTE = "colorblind"
 
@@ -116,4 +117,70 @@ def plot_identifiability(table: pd.DataFrame) -> plt.Figure:
         ax.tick_params(axis="x", rotation=25)
         ax.legend(fontsize=7)
     fig.suptitle("Identifiability of the score on the gap (L6)", y=1.02)
+    return fig
+
+
+# --- evaluation -------------------------------------------------------------------------------------------------------
+
+
+def _ok(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["status"] == "ok"]
+
+
+def plot_score_by_length(table: pd.DataFrame, hue: str = "model", train_len: int | None = None,
+                         target_len: int | None = None) -> plt.Figure:
+    """Mean RULER-style score over tasks at each length, one line per ``hue`` (e.g. method), from `evaluate` rows.
+
+    ``train_len`` and ``target_len`` draw the training and target lengths as vertical lines."""
+    set_style()
+    data = _ok(table[table["suite"].isin(["ruler", "synthetic"])])
+    data = data.groupby([hue, "length"], as_index=False)["score"].mean()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.lineplot(data=data, x="length", y="score", hue=hue, style=hue, markers=True, dashes=False, ax=ax)
+    for x, label in ((train_len, "training length"), (target_len, "target length")):
+        if x:
+            ax.axvline(x, color="0.5", ls=":", lw=1)
+            ax.text(x, 101, label, ha="center", va="bottom", fontsize=8, color="0.4")
+    ax.set(xscale="log", ylim=(-2, 105), xlabel="context length (tokens)", ylabel="mean score over tasks")
+    ax.set_xticks(sorted(data["length"].unique()), [str(x) for x in sorted(data["length"].unique())])
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_needle_heatmap(table: pd.DataFrame, model: str | None = None) -> plt.Figure:
+    """Needle retrieval score over depth x length (rows of task "needle")."""
+    set_style()
+    data = _ok(table[table["task"] == "needle"])
+    if model is not None:
+        data = data[data["model"] == model]
+    grid = data.pivot_table(index="depth", columns="length", values="score", aggfunc="mean")
+    fig, ax = plt.subplots(figsize=(1.0 * grid.shape[1] + 2.5, 0.5 * grid.shape[0] + 1.5))
+    sns.heatmap(grid, vmin=0, vmax=100, cmap="RdYlGn", annot=True, fmt=".0f", cbar_kws={"label": "score"}, ax=ax)
+    ax.set(xlabel="context length (tokens)", ylabel="needle depth",
+           title="Needle in a haystack" + (f": {model}" if model else ""))
+    ax.set_yticklabels([f"{float(t.get_text()):.0%}" for t in ax.get_yticklabels()], rotation=0)
+    return fig
+
+
+def plot_perplexity(table: pd.DataFrame, hue: str = "model") -> plt.Figure:
+    """Perplexity by length, one panel per form (truncated prefix / sliding window)."""
+    set_style()
+    data = _ok(table[table["task"] == "perplexity"])
+    g = sns.relplot(data=data, x="length", y="score", hue=hue, col="metric", kind="line", marker="o", height=3.4,
+                    aspect=1.2, facet_kws={"sharey": False})
+    for ax in g.axes.flat:
+        ax.set(xscale="log", yscale="log", xlabel="context length (tokens)", ylabel="perplexity")
+    g.set_titles("{col_name}")
+    return g.figure
+
+
+def plot_task_bars(table: pd.DataFrame, length: int, hue: str = "model") -> plt.Figure:
+    """Per-task scores at one length."""
+    set_style()
+    data = _ok(table[(table["length"] == length) & table["suite"].isin(["ruler", "synthetic", "passkey", "mqar"])
+                     & (table["metric"] != "k_max")])
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * data["task"].nunique() + 2), 3.8))
+    sns.barplot(data=data, x="task", y="score", hue=hue, ax=ax)
+    ax.set(ylim=(0, 105), xlabel="", ylabel="score", title=f"Per-task scores at length {length}")
+    ax.tick_params(axis="x", rotation=30)
     return fig
