@@ -136,7 +136,9 @@ def eval_command(args) -> int:
     from endprompt.modeling import load_causal_lm
     from endprompt.tokenizer import load_tokenizer
 
-    model = load_causal_lm(args.model, dtype=torch.float32 if args.dtype == "float32" else args.dtype)
+    dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_causal_lm(args.model, dtype=dtype).to(device)
     tokenizer = load_tokenizer(args.tokenizer, args.model)
     lengths = [int(x) for x in args.lengths.split(",")]
     table = evaluate(model, tokenizer, args.suite, lengths, num_samples=args.num_samples, seed=args.seed,
@@ -156,6 +158,31 @@ def eval_command(args) -> int:
     if (table["task"] == "perplexity").any():
         plotting.save(plotting.plot_perplexity(table), "eval_perplexity", args.out)
     print(f"wrote {csv} and figures under {args.out}")
+    return 0
+
+
+def reproduce_command(args) -> int:
+    from endprompt import plotting
+    from endprompt.reproduce import PRESETS, run_study
+
+    if args.preset not in PRESETS:
+        raise ValueError(f"unknown study preset {args.preset!r}; presets are: {', '.join(PRESETS)}")
+    cfg = PRESETS[args.preset]
+    changes = {"out_dir": str(args.out)} if args.out else {}
+    if args.seeds:
+        changes["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+    if args.methods:
+        changes["methods"] = tuple(args.methods.split(","))
+    from dataclasses import replace
+
+    cfg = replace(cfg, **changes)
+    table = run_study(cfg)
+    # the committed study draws into figures/; other presets next to their own results
+    fig_dir = None if cfg.name == "study" and not args.figures_in_out else Path(cfg.out_dir) / "figures"
+    paths = plotting.study_figures(table, cfg.L0, cfg.target_len, fig_dir, prefix=f"02_{cfg.name}")
+    summary = plotting.study_table(table, cfg.target_len)
+    print(summary.to_string(index=False))
+    print(f"results: {cfg.out_dir}/results.csv; figures: {', '.join(str(p) for p in paths)}")
     return 0
 
 
@@ -183,31 +210,33 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--style", default="ruler", choices=["ruler", "compact"])
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto")
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--essay-path", default=None)
     p.add_argument("--squad-path", default=None)
     p.add_argument("--hotpotqa-path", default=None)
     p.add_argument("--name", default=None, help="model name in the results (default: the directory name)")
     p.add_argument("--out", type=Path, default=Path("results/eval"))
+    p = sub.add_parser("reproduce", help="the small-scale 8K->64K study (presets demo, study, smoke)")
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--out", type=Path, default=None, help="results directory (default: results/<preset>)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
+    p.add_argument("--methods", default=None, help="comma-separated subset of the methods")
+    p.add_argument("--figures-in-out", action="store_true",
+                   help="the study preset: write figures next to the results, not into figures/")
     args = parser.parse_args(argv)
-    if args.command == "eval":
-        try:
-            code = eval_command(args)
-        except (ValueError, FileNotFoundError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            code = 2
-        raise SystemExit(code)
     if args.command == "demo":
         demo(args.out, args.samples, args.seed)
-    elif args.command == "train":
-        if not args.preset and not args.config:
-            parser.error("train needs --preset or --config")
-        try:
-            code = train_command(args)
-        except (ValueError, FileNotFoundError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            code = 2
-        raise SystemExit(code)
+        return
+    if args.command == "train" and not args.preset and not args.config:
+        parser.error("train needs --preset or --config")
+    command = {"train": train_command, "eval": eval_command, "reproduce": reproduce_command}[args.command]
+    try:
+        code = command(args)
+    except (ValueError, FileNotFoundError) as err:  # bad input: the message names the value and the fix
+        print(f"error: {err}", file=sys.stderr)
+        code = 2
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -109,13 +109,17 @@ class DataConfig:
     """Where the training text comes from.
 
     Attributes:
-        source: "builtin" (the Python standard library's sources, present on every machine: see `endprompt.data`), or
-            a comma-separated list of local files/directories (.txt, .jsonl, .parquet).
+        source: "builtin" (the Python standard library's sources, present on every machine: see `endprompt.data`),
+            a comma-separated list of local files/directories (.txt, .jsonl, .parquet), or a synthetic-retrieval
+            mixture "mixture:natural=0.5,passkey=0.3,..." (`endprompt.mixture`, fixed-length documents).
         text_field: the text column of JSONL/parquet records.
         concat: concatenate documents (EOS-separated) and cut them into samples of the recipe's document length, as the
             authors' pre-tokenised 8K chunks; False samples whole documents (the "shrink" rule handles short ones).
         max_documents: use at most this many documents (None = all).
         cache_dir: where tokenized corpora are cached.
+        mixture_docs: documents generated for a mixture source.
+        doc_len: mixture document length; None = the recipe's physical length (``full``: the window), so every
+            sample is one whole document.
     """
 
     source: str = "builtin"
@@ -123,6 +127,14 @@ class DataConfig:
     concat: bool = True
     max_documents: int | None = None
     cache_dir: str = "cache"
+    mixture_docs: int = 4096
+    doc_len: int | None = None
+
+    def __post_init__(self):
+        if self.source.startswith("mixture:"):
+            from endprompt.mixture import parse_mixture
+
+            parse_mixture(self.source)
 
 
 @dataclass

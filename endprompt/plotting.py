@@ -15,7 +15,7 @@ import seaborn as sns
 
 __all__ = ["set_style", "figures_dir", "save", "plot_bandwidth", "plot_score_curves", "plot_ratio_distributions",
            "plot_coverage", "plot_identifiability", "plot_score_by_length", "plot_needle_heatmap", "plot_perplexity",
-           "plot_task_bars"]
+           "plot_task_bars", "study_scores", "study_table", "study_figures"]
 
 PALETTE = "colorblind"
 
@@ -184,3 +184,101 @@ def plot_task_bars(table: pd.DataFrame, length: int, hue: str = "model") -> plt.
     ax.set(ylim=(0, 105), xlabel="", ylabel="score", title=f"Per-task scores at length {length}")
     ax.tick_params(axis="x", rotation=30)
     return fig
+
+
+# --- the small-scale study (endprompt.reproduce) ----------------------------------------------------------------------
+
+RETRIEVAL_TASKS = ("passkey", "niah_single_1", "niah_multikey_2", "vt")
+
+
+def study_scores(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method, seed and length: the mean retrieval score over the tasks that ran (passkey, niah, vt)."""
+    data = _ok(table[table["task"].isin(RETRIEVAL_TASKS) & (table["metric"] != "k_max")])
+    return data.groupby(["method", "seed", "length"], as_index=False)["score"].mean()
+
+
+def _ci(values: pd.Series) -> float:
+    from scipy import stats
+
+    n = values.count()
+    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+
+
+def study_table(table: pd.DataFrame, target_len: int) -> pd.DataFrame:
+    """The paper-style table: per method, the mean retrieval score at each length and on average (with the 95%
+    t-interval over seeds), passkey k_max, held-out perplexity at the target, training cost."""
+    scores = study_scores(table)
+    wide = scores.pivot_table(index=["method", "seed"], columns="length", values="score").reset_index()
+    lengths = [c for c in wide.columns if isinstance(c, (int, np.integer))]
+    wide["avg"] = wide[lengths].mean(axis=1)
+    rows = []
+    for method, group in wide.groupby("method", sort=False):
+        row = {"method": method, "seeds": len(group)}
+        for col in [*lengths, "avg"]:
+            row[str(col)] = group[col].mean()
+        row["avg_ci95"] = _ci(group["avg"])
+        kmax = table[(table["method"] == method) & (table["metric"] == "k_max")]["score"]
+        row["passkey_k_max"] = kmax.mean() if len(kmax) else np.nan
+        ppl = table[(table["method"] == method) & (table["metric"] == "ppl_sliding") & (table["length"] == target_len)
+                    & (table["status"] == "ok")]["score"]
+        row[f"ppl@{target_len}"] = ppl.mean() if len(ppl) else np.nan
+        for col in ("train_tokens", "wall_time_s", "peak_memory_gb"):
+            if col in table:
+                row[col] = table[table["method"] == method][col].mean()
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("avg", ascending=False)
+
+
+def study_figures(table: pd.DataFrame, L0: int, target_len: int, out_dir=None, prefix: str = "02") -> list:
+    """Score by length per method, per-task scores at the target, cost vs score, needle heatmaps; saved, paths
+    returned."""
+    set_style()
+    paths = []
+    scores = study_scores(table)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    sns.lineplot(data=scores, x="length", y="score", hue="method", style="method", markers=True, dashes=False,
+                 errorbar=("ci", 95), ax=ax)
+    for x, label in ((L0, "L0 (training)"), (target_len, "8 L0 (target)")):
+        ax.axvline(x, color="0.5", ls=":", lw=1)
+        ax.text(x, 102, label, ha="center", fontsize=8, color="0.4")
+    ax.set(xscale="log", ylim=(-2, 106), xlabel="context length (tokens)", ylabel="retrieval score (mean of tasks)")
+    ax.set_xticks(sorted(scores["length"].unique()), [str(x) for x in sorted(scores["length"].unique())])
+    ax.legend(fontsize=7, ncol=2)
+    paths.append(save(fig, f"{prefix}_score_by_length", out_dir))
+
+    at = _ok(table[(table["length"] == target_len) & table["task"].isin(RETRIEVAL_TASKS)
+                   & (table["metric"] != "k_max")])
+    grid = at.pivot_table(index="method", columns="task", values="score", aggfunc="mean")
+    fig, ax = plt.subplots(figsize=(1.3 * grid.shape[1] + 2.5, 0.45 * grid.shape[0] + 1.2))
+    sns.heatmap(grid, vmin=0, vmax=100, cmap="RdYlGn", annot=True, fmt=".0f", ax=ax, cbar_kws={"label": "score"})
+    ax.set(title=f"Per-task scores at the target length {target_len}", xlabel="", ylabel="")
+    paths.append(save(fig, f"{prefix}_tasks_at_target", out_dir))
+
+    if "wall_time_s" in table:
+        cost = table.groupby("method", as_index=False)[["wall_time_s", "train_tokens"]].mean()
+        avg = scores[scores["length"] == target_len].groupby("method", as_index=False)["score"].mean()
+        merged = cost.merge(avg, on="method")
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        sns.scatterplot(data=merged, x="wall_time_s", y="score", hue="method", s=80, ax=ax, legend=False)
+        for _, r in merged.iterrows():
+            ax.annotate(r["method"], (r["wall_time_s"], r["score"]), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points")
+        ax.set(xlabel="training wall time (s, matched token budget)", ylabel=f"retrieval score at {target_len}",
+               title="Cost vs score")
+        paths.append(save(fig, f"{prefix}_cost_vs_score", out_dir))
+
+    needle = _ok(table[table["task"] == "needle"])
+    if len(needle):
+        g = sns.FacetGrid(needle, col="method", col_wrap=4, height=2.4, aspect=1.1)
+
+        def draw(data, **kw):
+            m = data.pivot_table(index="depth", columns="length", values="score", aggfunc="mean")
+            sns.heatmap(m, vmin=0, vmax=100, cmap="RdYlGn", cbar=False, annot=True, fmt=".0f",
+                        annot_kws={"fontsize": 6})
+
+        g.map_dataframe(draw)
+        g.set_titles("{col_name}")
+        g.figure.suptitle("Needle retrieval, depth x length", y=1.02)
+        paths.append(save(g.figure, f"{prefix}_needle", out_dir))
+    plt.close("all")
+    return paths

@@ -157,9 +157,19 @@ class _Trainer:
         if cfg.recipe.name == "longlora":
             self.model.set_attn_implementation(s2attn.register(cfg.recipe.s2_group_ratio))
         with self.acc.main_process_first():
-            corpus = data.tokenize_corpus(cfg.data.source, self.tokenizer, cfg.data.cache_dir, cfg.data.text_field,
-                                          cfg.data.max_documents, progress=cfg.run.progress and self.main)
-        self.source = data.SampleSource(corpus, data.sample_len(self.recipe), cfg.data.concat)
+            if cfg.data.source.startswith("mixture:"):
+                from endprompt.mixture import build_mixture
+
+                doc_len = cfg.data.doc_len or (self.recipe.a if self.recipe.name in ("endprompt", "endprompt-pose")
+                                               else self.recipe.physical_len)
+                corpus = build_mixture(cfg.data.source, self.tokenizer, doc_len, cfg.data.mixture_docs,
+                                       cfg.run.seed, cfg.data.cache_dir, progress=cfg.run.progress and self.main)
+                self.source = data.SampleSource(corpus, concat=False)
+            else:
+                corpus = data.tokenize_corpus(cfg.data.source, self.tokenizer, cfg.data.cache_dir,
+                                              cfg.data.text_field, cfg.data.max_documents,
+                                              progress=cfg.run.progress and self.main)
+                self.source = data.SampleSource(corpus, data.sample_len(self.recipe), cfg.data.concat)
         self.sampler = data.EpochSampler(len(self.source), cfg.run.seed)
         self.total_steps = steps_for_budget(cfg, self.recipe.physical_len, self.world)
         o = cfg.optim

@@ -53,7 +53,7 @@ def needle_grid_samples(length: int, depth: float, tokenizer, num_samples: int =
     """niah_single_1-style prompts with the needle at ``depth`` (0 = start, 1 = end of the haystack)."""
     needle_fmt = ("One of the special magic numbers for {key} is: {value}." if style == "ruler"
                   else "The number for {key} is {value}.")
-    budget = 48 if style == "compact" else 128
+    budget = 16 if style == "compact" else 128
     count = lambda t: len(tokenizer(t, add_special_tokens=False).input_ids)
     out = []
     for i in range(num_samples):

@@ -80,7 +80,7 @@ _NIAH = {
 }
 
 _BUDGET = {"ruler": {"niah": 128, "vt": 30, "cwe": 120, "fwe": 50, "qa": 32},
-           "compact": {"niah": 48, "vt": 30, "cwe": 120, "fwe": 50, "qa": 32}}
+           "compact": {"niah": 48, "vt": 32, "cwe": 120, "fwe": 50, "qa": 32}}
 
 _RULER_NIAH = ("Some special magic {kind} are hidden within the following text. Make sure to memorize it. I will quiz "
                "you about the {kind} afterwards.\n{context}\nWhat are all the special magic {kind} for {query} "
@@ -287,6 +287,9 @@ def make_samples(task: str, length: int, tokenizer, num_samples: int = 10, seed:
         raise ValueError(f"unknown style {style!r}; styles are: {', '.join(_BUDGET)}")
     family = "niah" if task in _NIAH else "qa" if task.startswith("qa") else task
     budget = _BUDGET[style][family]
+    if style == "compact" and family == "niah":  # sized to the answers: 7 digits or a 36-character uuid each
+        spec = _NIAH[task]
+        budget = (40 if spec.value_kind == "uuids" else 10) * spec.num_values * spec.num_queries + 6
     qa_data = None
     if family == "qa":
         path, kind = (squad_path, "squad") if task == "qa_1" else (hotpotqa_path, "hotpotqa")

@@ -1,0 +1,99 @@
+"""A training mixture of natural text and the evaluation suite's synthetic retrieval formats, in fixed-length documents.
+
+Tiny models learn retrieval only if they see it. For the small-scale study every training document is ``doc_len``
+tokens long and is one of:
+
+- ``natural``: a slice of the first 90% of the built-in corpus (the standard library's sources; the rest is held
+  out for perplexity);
+- ``passkey``: the compact passkey prompt of `endprompt.evaluate.retrieval` followed by its answer;
+- ``niah``: a compact niah_single_1 / niah_multikey_2 prompt followed by its answer;
+- ``mqar``: key-value pairs then queries with their values;
+- ``vt``: a compact variable-tracking prompt followed by its answer.
+
+Synthetic documents are fitted to ``doc_len`` by the same binary search as the evaluation prompts and padded at the
+front with filler so that every document has exactly ``doc_len`` tokens and ends with its answer. The evaluation draws
+different random keys and values (other seeds), so a model cannot pass by memorising training answers.
+
+Spec strings (`DataConfig.source`): ``mixture:natural=0.5,passkey=0.3,niah=0.1,mqar=0.1``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from endprompt.data import TokenizedCorpus, tokenize_corpus
+from endprompt.evaluate import retrieval
+from endprompt.evaluate.ruler import _niah, _vt, fit_units
+from endprompt.evaluate.text import NOISE
+
+__all__ = ["KINDS", "parse_mixture", "synthetic_document", "build_mixture"]
+
+KINDS = ("natural", "passkey", "niah", "mqar", "vt")
+
+
+def parse_mixture(spec: str) -> dict[str, float]:
+    """``"mixture:natural=0.5,passkey=0.5"`` -> normalised weights."""
+    if not spec.startswith("mixture:"):
+        raise ValueError(f"a mixture source looks like 'mixture:natural=0.5,passkey=0.5', got {spec!r}")
+    weights = {}
+    for part in spec[len("mixture:") :].split(","):
+        kind, _, value = part.partition("=")
+        kind = kind.strip()
+        if kind not in KINDS:
+            raise ValueError(f"unknown mixture component {kind!r}; components are: {', '.join(KINDS)}")
+        weights[kind] = float(value)
+    total = sum(weights.values())
+    if total <= 0 or min(weights.values()) < 0:
+        raise ValueError(f"mixture weights must be >= 0 and not all 0, got {weights}")
+    return {k: v / total for k, v in weights.items()}
+
+
+def synthetic_document(kind: str, doc_len: int, tokenizer, seed) -> list[int]:
+    """One ``kind`` document of exactly ``doc_len`` tokens ending with its answer."""
+    count = lambda t: len(tokenizer(t, add_special_tokens=False).input_ids)
+    rng = np.random.default_rng(seed)
+    if kind == "passkey":
+        key, depth = str(int(rng.integers(10000, 100000))), float(rng.random())
+        build = lambda n: retrieval._passkey(n, key, depth, "compact") + f" {key}."
+    elif kind == "niah":
+        task = "niah_single_1" if rng.random() < 0.5 else "niah_multikey_2"
+
+        def build(n):
+            prompt, answers, _ = _niah(task, n, seed, "compact", None)
+            return f"{prompt} {answers[0]}."
+    elif kind == "vt":
+        def build(n):
+            prompt, names, _ = _vt(n, seed, "compact")
+            return f"{prompt} {' '.join(names)}."
+    elif kind == "mqar":
+        build = lambda n: retrieval.mqar_example(max(n, 1), np.random.default_rng(seed))[0]
+    else:
+        raise ValueError(f"{kind!r} is not a synthetic kind")
+    n = fit_units(build, count, doc_len, start=4, limit=1 << 16)
+    ids = tokenizer(build(n), add_special_tokens=False).input_ids
+    filler = tokenizer(NOISE + " ", add_special_tokens=False).input_ids
+    pad = (filler * (doc_len // max(len(filler), 1) + 1))[: doc_len - len(ids)]
+    return pad[len(pad) - (doc_len - len(ids)) :] + ids if len(ids) < doc_len else ids[-doc_len:]
+
+
+def build_mixture(spec: str, tokenizer, doc_len: int, num_docs: int, seed: int = 0, cache_dir: str = "cache",
+                  progress: bool = True) -> TokenizedCorpus:
+    """``num_docs`` documents of ``doc_len`` tokens drawn from the mixture ``spec`` (seeded)."""
+    weights = parse_mixture(spec)
+    rng = np.random.default_rng([seed, doc_len])
+    kinds = rng.choice(list(weights), size=num_docs, p=list(weights.values()))
+    natural = None
+    if "natural" in weights:
+        natural = tokenize_corpus("builtin", tokenizer, cache_dir, progress=progress)
+    docs = []
+    for i, kind in enumerate(kinds):
+        if kind == "natural":  # the last 10% of the corpus is held out (perplexity text of endprompt.reproduce)
+            start = int(rng.integers(0, int(0.9 * natural.num_tokens) - doc_len))
+            docs.append(np.asarray(natural.tokens[start : start + doc_len], dtype=np.int64))
+        else:
+            docs.append(np.asarray(synthetic_document(kind, doc_len, tokenizer, [seed, doc_len, i]), dtype=np.int64))
+    tokens = np.concatenate(docs).astype(np.uint32)
+    offsets = np.arange(num_docs + 1, dtype=np.int64) * doc_len
+    counts = {k: int((kinds == k).sum()) for k in weights}
+    return TokenizedCorpus(tokens, offsets, {"source": spec, "doc_len": doc_len, "documents": num_docs,
+                                             "kinds": counts, "seed": seed})

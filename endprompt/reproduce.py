@@ -1,0 +1,283 @@
+"""The paper's 8K -> 64K study in miniature: a tiny Llama pretrained at ``L0`` tokens, extended to ``8 * L0``.
+
+1. Base: pretrain a tiny Llama at ``L0`` on a mixture of natural text and synthetic retrieval (`endprompt.mixture`),
+   cached under ``cache_dir`` (a rerun with the same settings reuses it), and report its scores at ``L0``.
+2. Extension to ``factor * L0`` with matched physical-token budgets: EndPrompt (paper variant with the cue set;
+   single-cue variants compare the wording), EndPrompt own-tail, random placement, ET(PoSE), PoSE, full-length
+   fine-tuning, LongLoRA (LoRA+ and S2-Attn); and without training: PI, dynamic NTK, YaRN. All trained methods use PI
+   (linear, factor 8) as the paper does; each seed re-trains every method from the same base.
+3. Evaluation at ``L0/2 .. 16 * L0``: passkey (and k_max), compact niah_single_1 / niah_multikey_2 / vt, a needle
+   grid, perplexity by length on held-out text; plus each method's training cost.
+
+Results: ``<out>/results.csv`` (seed, method, task, length, metric, score, n, status, cost columns) and
+``<out>/costs.csv``; figures by `endprompt.plotting` from those tables (notebook 02).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from endprompt import rope as R
+from endprompt.config import load_config
+from endprompt.evaluate import evaluate
+from endprompt.train import train
+
+__all__ = ["StudyConfig", "PRESETS", "METHODS", "TRAINING_FREE", "run_study", "base_scores"]
+
+TRAINED = {
+    "endprompt": {"recipe.name": "endprompt"},
+    "endprompt-end": {"recipe.name": "endprompt", "recipe.cues": "['End.']"},
+    "endprompt-eot": {"recipe.name": "endprompt", "recipe.cues": "['<eot>']"},
+    "endprompt-tail": {"recipe.name": "endprompt-tail"},
+    "endprompt-random": {"recipe.name": "endprompt-random"},
+    "endprompt-pose": {"recipe.name": "endprompt-pose"},
+    "pose": {"recipe.name": "pose"},
+    "full": {"recipe.name": "full"},
+    "longlora": {"recipe.name": "longlora"},
+}
+TRAINING_FREE = {"pi": "linear", "dynamic-ntk": "dynamic", "yarn": "yarn"}
+METHODS = tuple(TRAINED) + tuple(TRAINING_FREE)
+MIXTURE = "mixture:natural=0.2,passkey=0.4,niah=0.3,mqar=0.05,vt=0.05"
+
+
+@dataclass
+class StudyConfig:
+    """Settings of the small-scale study.
+
+    Attributes:
+        L0: the base model's context (the paper's 8K); the target is ``factor * L0`` (64K).
+        b_cue: the largest end prompt (the byte tokenizer makes the paper's first cue 50 tokens); the text body of the
+            cue recipes is ``L0 - b_cue`` so that a sample never exceeds ``L0``.
+        b_tail: terminal tokens of the own-tail and random variants (the authors' 20).
+        ext_tokens: physical training tokens per extension run, the same for every method (matched budgets).
+        eval_samples: prompts per task and length; needle_samples per grid cell.
+    """
+
+    name: str = "demo"
+    out_dir: str = "results/demo"
+    cache_dir: str = "cache"
+    L0: int = 256
+    factor: int = 8
+    b_cue: int = 52
+    b_tail: int = 20
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    base_steps: int = 8000
+    base_batch: int = 16
+    base_lr: float = 2e-3
+    base_docs: int = 32768
+    ext_tokens: int = 1_000_000
+    ext_batch_tokens: int = 4096
+    ext_lr: float = 5e-4
+    ext_docs: int = 4096
+    methods: tuple[str, ...] = METHODS
+    seeds: tuple[int, ...] = (0,)
+    eval_lengths: tuple[int, ...] = (128, 256, 512, 1024, 2048, 4096)
+    eval_samples: int = 12
+    needle_depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    needle_samples: int = 4
+    tasks: tuple[str, ...] = ("niah_single_1", "niah_multikey_2", "vt")
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        unknown = set(self.methods) - set(METHODS)
+        if unknown:
+            raise ValueError(f"unknown methods {sorted(unknown)}; methods are: {', '.join(METHODS)}")
+        if self.L0 - self.b_cue < 8:
+            raise ValueError(f"L0={self.L0} leaves no room for text next to a {self.b_cue}-token end prompt")
+
+    @property
+    def target_len(self) -> int:
+        return self.L0 * self.factor
+
+
+PRESETS = {
+    "demo": StudyConfig(name="demo", out_dir="results/demo", ext_tokens=400_000,
+                        methods=("endprompt", "endprompt-tail", "pose", "full", "pi", "yarn"), seeds=(0,),
+                        eval_lengths=(128, 256, 512, 1024, 2048, 4096), eval_samples=8, needle_samples=2,
+                        needle_depths=(0.0, 0.5, 1.0)),
+    "study": StudyConfig(name="study", out_dir="results/study", seeds=(0, 1, 2)),
+    "smoke": StudyConfig(name="smoke", out_dir="results/smoke", base_steps=4, base_docs=64, base_batch=4,
+                         ext_tokens=2 * 2048, ext_batch_tokens=2048, ext_docs=32,
+                         methods=("endprompt", "pose", "full", "longlora", "pi"), seeds=(0,),
+                         eval_lengths=(256, 2048), eval_samples=1, needle_samples=1, needle_depths=(0.5,),
+                         tasks=("niah_single_1",), progress=False),
+}
+
+
+def _common(cfg: StudyConfig, out_dir: Path) -> list[str]:
+    return [f"model.hidden_size={cfg.hidden_size}", f"model.num_layers={cfg.num_layers}",
+            f"model.num_heads={cfg.num_heads}", f"model.original_len={cfg.L0}", f"data.source={MIXTURE}",
+            f"data.cache_dir={cfg.cache_dir}", f"run.out_dir={out_dir}", "run.log_every=50",
+            f"run.progress={str(cfg.progress).lower()}", "run.save_every=0"]
+
+
+SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "study-bases"
+"""Base models that the repository ships (made by `_base` with the same key), so the demo need not pretrain."""
+
+
+def base_key(cfg: StudyConfig) -> str:
+    mix = MIXTURE.split(":", 1)[1].replace("=", "").replace(",", "-").replace(".", "")
+    return (f"base-L{cfg.L0}-h{cfg.hidden_size}-l{cfg.num_layers}-s{cfg.base_steps}-b{cfg.base_batch}"
+            f"-d{cfg.base_docs}-lr{cfg.base_lr:g}-{mix}")
+
+
+def _base(cfg: StudyConfig) -> Path:
+    """Pretrain the base model, or reuse a cached or shipped one with the same settings; returns its directory."""
+    key = base_key(cfg)
+    if (SHIPPED / key / "config.json").exists():
+        return SHIPPED / key
+    out = Path(cfg.cache_dir) / "study-bases" / key
+    if (out / "final" / "config.json").exists():
+        return out / "final"
+    overrides = _common(cfg, out) + [
+        "recipe.name=pretrain", f"recipe.target_len={cfg.L0}", f"optim.max_steps={cfg.base_steps}",
+        f"optim.micro_batch_size={cfg.base_batch}", f"optim.lr={cfg.base_lr}", "optim.schedule=cosine",
+        "optim.warmup_steps=50", f"data.mixture_docs={cfg.base_docs}", "run.resume=true"]
+    train(load_config("tiny-cpu", overrides=overrides))
+    return out / "final"
+
+
+def _extension_overrides(cfg: StudyConfig, method: str, base: Path, seed: int, out: Path) -> list[str]:
+    settings = TRAINED[method]
+    name = settings["recipe.name"]
+    physical = cfg.target_len if name in ("full", "longlora") else cfg.L0
+    micro = max(1, cfg.ext_batch_tokens // physical)
+    steps = max(1, round(cfg.ext_tokens / (micro * physical)))
+    cue = name in ("endprompt", "endprompt-pose")
+    a = cfg.L0 - (cfg.b_cue if cue else cfg.b_tail)
+    b = cfg.b_cue if cue else cfg.b_tail
+    overrides = _common(cfg, out) + [
+        f"model.path={base}", "model.tokenizer=null", f"recipe.a={a}", f"recipe.b={b}",
+        f"recipe.target_len={cfg.target_len}", f"optim.micro_batch_size={micro}", f"optim.max_steps={steps}",
+        f"optim.lr={cfg.ext_lr}", "optim.schedule=constant", "optim.warmup_steps=20", f"run.seed={seed}",
+        f"data.mixture_docs={cfg.ext_docs}", "rope.rope_type=linear", "run.resume=false"]
+    if name == "pose":
+        overrides.append(f"recipe.window={cfg.L0}")
+    if name == "longlora":
+        overrides.append("optim.lr=2e-3")  # a tuning choice: rank-8 adapters on a 0.6M model barely move at 5e-4
+    return overrides + [f"{k}={v}" for k, v in settings.items()]
+
+
+def _training_free(base: Path, method: str, cfg: StudyConfig, device: str):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(base)
+    rope = R.for_extension(TRAINING_FREE[method], cfg.L0, cfg.target_len)
+    for key, value in R.transformers_config_kwargs(rope, cfg.target_len, cfg.hidden_size // cfg.num_heads).items():
+        setattr(config, key, value)
+    return AutoModelForCausalLM.from_pretrained(base, config=config, dtype=torch.float32).to(device)
+
+
+def _heldout_docs(tokenizer, cfg: StudyConfig) -> list[np.ndarray]:
+    """Long documents of held-out natural text (the last 10% of the built-in corpus, never used in the mixture)."""
+    from endprompt.data import tokenize_corpus
+
+    corpus = tokenize_corpus("builtin", tokenizer, cfg.cache_dir, progress=False)
+    tail = np.asarray(corpus.tokens[int(0.9 * corpus.num_tokens) :], dtype=np.int64)
+    size = 4 * max(cfg.eval_lengths)
+    return [tail[i : i + size] for i in range(0, len(tail) - size, size)][:4]
+
+
+def _evaluate(model, tokenizer, cfg: StudyConfig, name: str, seed: int, docs) -> pd.DataFrame:
+    kw = {"num_samples": cfg.eval_samples, "seed": 1000 + seed, "style": "compact", "progress": False,
+          "model_name": name, "batch_size": 8}
+    lengths = list(cfg.eval_lengths)
+    frames = [evaluate(model, tokenizer, "synthetic", lengths, tasks=list(cfg.tasks), **kw),
+              evaluate(model, tokenizer, "passkey", lengths, **kw),
+              evaluate(model, tokenizer, "needle", lengths, depths=cfg.needle_depths,
+                       **(kw | {"num_samples": cfg.needle_samples})),
+              evaluate(model, tokenizer, "perplexity", lengths, ppl_docs=docs, ppl_stride=max(lengths) // 2, **kw)]
+    return pd.concat(frames, ignore_index=True)
+
+
+def base_scores(table: pd.DataFrame, L0: int) -> pd.DataFrame:
+    """The base model's scores at its own length."""
+    base = table[(table["method"] == "base") & (table["length"] == L0) & (table["status"] == "ok")]
+    return base.groupby(["task", "metric"], as_index=False)["score"].mean()
+
+
+def _done(run_dir: Path) -> pd.DataFrame | None:
+    file = run_dir / "eval.csv"
+    return pd.read_csv(file) if file.exists() else None
+
+
+def _save_run(run_dir: Path, table: pd.DataFrame) -> pd.DataFrame:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / "eval.csv.tmp"
+    table.to_csv(tmp, index=False)
+    tmp.replace(run_dir / "eval.csv")  # atomic: a run's results are complete or absent
+    return pd.read_csv(run_dir / "eval.csv")  # the same dtypes as a resumed run's
+
+
+def run_study(cfg: StudyConfig) -> pd.DataFrame:
+    """Run the whole study; writes results.csv, costs.csv and study.json under ``cfg.out_dir``.
+
+    Each (method, seed) run stores its evaluation in ``runs/<method>-seed<seed>/eval.csv`` as soon as it is done; a
+    rerun with the same settings skips the runs that are complete, so an interrupted study continues where it stopped.
+    """
+    from endprompt.modeling import load_causal_lm
+    from endprompt.tokenizer import byte_tokenizer
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.json").write_text(json.dumps(asdict(cfg), indent=2))
+    tokenizer = byte_tokenizer()
+    start = time.perf_counter()
+    base = _base(cfg)
+    docs = _heldout_docs(tokenizer, cfg)
+    rows, costs = [], []
+
+    base_model = None
+    for seed in cfg.seeds:  # the base is one model; its evaluation varies with the seed's prompts
+        run_dir = out / "runs" / f"base-seed{seed}"
+        done = _done(run_dir)
+        if done is None:
+            base_model = base_model or load_causal_lm(base, dtype=torch.float32)
+            table = _evaluate(base_model, tokenizer, cfg, "base", seed, docs).assign(seed=seed, method="base")
+            done = _save_run(run_dir, table)
+        rows.append(done)
+    jobs = [(seed, method) for seed in cfg.seeds for method in cfg.methods]
+    bar = tqdm(jobs, desc=f"study {cfg.name}", unit="run", disable=not cfg.progress)
+    for seed, method in bar:
+        bar.set_postfix(method=method, seed=seed, refresh=False)
+        run_dir = out / "runs" / f"{method}-seed{seed}"
+        done = _done(run_dir)
+        if done is None:
+            if method in TRAINING_FREE:
+                model = _training_free(base, method, cfg, "cpu")
+                cost = {"train_tokens": 0, "wall_time_s": 0.0, "peak_memory_gb": 0.0, "tokens_per_s": np.nan}
+            else:
+                result = train(load_config("tiny-cpu",
+                                           overrides=_extension_overrides(cfg, method, base, seed, run_dir)))
+                model = load_causal_lm(result.final_dir, dtype=torch.float32)
+                cost = {"train_tokens": result.tokens, "wall_time_s": result.wall_time_s,
+                        "peak_memory_gb": result.peak_memory_bytes / 2**30, "tokens_per_s": result.tokens_per_s}
+                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+                shutil.rmtree(run_dir / "final", ignore_errors=True)  # keep metrics and config, not weights
+            table = _evaluate(model, tokenizer, cfg, method, seed, docs).assign(seed=seed, method=method, **cost)
+            done = _save_run(run_dir, table)
+        rows.append(done)
+        costs.append({"seed": seed, "method": method,
+                      **{k: done[k].iloc[0] for k in ("train_tokens", "wall_time_s", "peak_memory_gb",
+                                                      "tokens_per_s")}})
+    table = pd.concat(rows, ignore_index=True)
+    table.to_csv(out / "results.csv", index=False)
+    pd.DataFrame(costs).to_csv(out / "costs.csv", index=False)
+    (out / "wall_time.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
+    return table
+
+
+def with_overrides(cfg: StudyConfig, **changes) -> StudyConfig:
+    return replace(cfg, **changes)
