@@ -19,32 +19,20 @@ def demo(out_dir: Path, samples: int = 256, seed: int = 0) -> None:
        change when the first token changes (it attends to the head across the position jump), and do not without it.
     """
     import numpy as np
-    import pandas as pd
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from endprompt import positions as P
+    from endprompt import bound
     from endprompt import rope as R
-    from endprompt.batching import RECIPES, Collator, Recipe, model_inputs
+    from endprompt.batching import Collator, Recipe, model_inputs
 
     a, b, L, original = 8192, 20, 65536, 8192
     out_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    docs = [rng.integers(3, 1000, size=2 * L) for _ in range(8)]
-    cue_ids = [np.arange(3, 14), np.array([1]), np.array([20, 21])]
-    rows = []
-    for name in RECIPES:
-        col = Collator(Recipe(name=name, a=a, b=b, target_len=L), pad_token_id=0, cue_ids=cue_ids, seed=seed)
-        observed = np.zeros((0, 2), dtype=np.int64)
-        for i in range(samples):
-            s = col.samples([docs[i % len(docs)]])[0]
-            observed = P.merge_intervals(np.concatenate([observed, P.observed_distances(s.position_ids)]))
-        covered = P.interval_count(observed)  # every layout keeps its distances inside [0, L-1]
-        rows.append({"recipe": name, "physical_len": Recipe(name=name, a=a, b=b, target_len=L).physical_len,
-                     "samples": samples, "distances_covered": covered, "share_of_target": covered / L})
-    table = pd.DataFrame(rows)
+    coverage = bound.coverage_table(("endprompt", "endprompt-tail", "endprompt-random", "endprompt-pose", "pose",
+                                     "full"), a, b, L, samples=samples, seed=seed)
+    table = coverage.groupby("recipe", sort=False, as_index=False)["share_observed"].first()
     table.to_csv(out_dir / "coverage.csv", index=False)
-    print(f"Relative distances in [0, {L - 1}] seen by {samples} samples of each recipe (a={a}, b={b}):")
+    print(f"Share of the relative distances in [0, {L - 1}] seen by {samples} samples of each recipe (a={a}, b={b}):")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
 
     print(f"\nBandwidth sigma = max inv_freq (Eq. 3) at s = {L // original}, head_dim 128:")
@@ -53,6 +41,9 @@ def demo(out_dir: Path, samples: int = 256, seed: int = 0) -> None:
         print(f"  {rope_type:<8} sigma = {R.bandwidth(cfg, 128, seq_len=L):.4f}")
 
     torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    docs = [rng.integers(3, 1000, size=2048)]
+    cue_ids = [np.arange(3, 14), np.array([1]), np.array([20, 21])]
     config = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2,
                          **R.transformers_config_kwargs(R.for_extension("linear", original, L), L))

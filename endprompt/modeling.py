@@ -160,10 +160,9 @@ def prepare_model(cfg) -> PreparedModel:
     if m.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
-    lora_r = m.lora_r or (8 if recipe.name == "longlora" else 0)
+    lora_r = m.lora_r or (8 if recipe.name == "longlora" else 0)  # LongLoRA: rank 8 unless set
     if lora_r:
-        model = apply_lora(model, lora_r, m.lora_alpha, m.lora_dropout, m.lora_targets,
-                           m.lora_trainable if recipe.name == "longlora" or m.lora_r else ())
+        model = apply_lora(model, lora_r, m.lora_alpha, m.lora_dropout, m.lora_targets, m.lora_trainable)
     return PreparedModel(model, tokenizer, rope, original)
 
 

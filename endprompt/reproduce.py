@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +88,6 @@ class StudyConfig:
     needle_samples: int = 4
     tasks: tuple[str, ...] = ("niah_single_1", "niah_multikey_2", "vt")
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         unknown = set(self.methods) - set(METHODS)
@@ -278,6 +277,3 @@ def run_study(cfg: StudyConfig) -> pd.DataFrame:
     (out / "wall_time.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
     return table
 
-
-def with_overrides(cfg: StudyConfig, **changes) -> StudyConfig:
-    return replace(cfg, **changes)

@@ -113,8 +113,8 @@ def evaluate(model, tokenizer, suite: str = "ruler", lengths: Sequence[int] = (4
                 samples = make_samples(name, length, tokenizer, num_samples, seed, style, essay_path, squad_path,
                                        hotpotqa_path)
                 scores = _score_samples(model, tokenizer, samples, batch_size)
-                rows.append(_row(model_name, s, name, length, samples[0].metric and "string_match_" + (
-                    "all" if samples[0].metric == "all" else "part"), 100 * float(np.mean(scores)), len(scores)))
+                rows.append(_row(model_name, s, name, length, f"string_match_{samples[0].metric}",
+                                 100 * float(np.mean(scores)), len(scores)))
             elif s == "passkey":
                 samples = retrieval.passkey_samples(length, tokenizer, num_samples, seed, style)
                 scores = _score_samples(model, tokenizer, samples, batch_size)
