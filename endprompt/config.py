@@ -19,8 +19,7 @@ from endprompt import rope as R
 from endprompt.batching import DEFAULT_CUES, SHORT_DOC_RULES
 
 __all__ = ["ModelConfig", "RopeConfig", "DataConfig", "RecipeConfig", "OptimConfig", "RunConfig", "TrainConfig",
-           "TRAIN_RECIPES", "PRESETS_DIR", "list_presets", "load_config", "apply_overrides", "replace",
-           "steps_for_budget"]
+           "TRAIN_RECIPES", "PRESETS_DIR", "list_presets", "load_config", "apply_overrides", "steps_for_budget"]
 
 TRAIN_RECIPES = ("endprompt", "endprompt-tail", "endprompt-random", "endprompt-pose", "pose", "full", "longlora",
                  "pretrain")
@@ -380,14 +379,6 @@ def load_config(preset: str | None = None, path: str | Path | None = None, overr
     data = apply_overrides(data, overrides or [])
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)
-    return _build(data)
-
-
-def replace(cfg: TrainConfig, **sections) -> TrainConfig:
-    """A copy of ``cfg`` with fields of sections replaced: ``replace(cfg, optim={"lr": 1e-4})`` (validated)."""
-    data = cfg.to_dict()
-    for section, values in sections.items():
-        data[section].update(values)
     return _build(data)
 
 
