@@ -10,8 +10,11 @@ tokens long and is one of:
 - ``mqar``: key-value pairs then queries with their values;
 - ``vt``: a compact variable-tracking prompt followed by its answer.
 
-Synthetic documents are fitted to ``doc_len`` by the same binary search as the evaluation prompts and padded at the
-front with filler so that every document has exactly ``doc_len`` tokens and ends with its answer. The evaluation draws
+A synthetic example is fitted by the same binary search as the evaluation prompts to a random span of
+``doc_len // 4 .. doc_len`` tokens and placed at a random offset, with filler before and after it, so that every
+document has exactly ``doc_len`` tokens. Examples of varying size at varying places matter: a base trained only on
+examples that fill the whole document and end at its last token learns where the answer is rather than how to find it,
+and fails on prompts shorter than ``doc_len`` (measured: 0% passkey at ``doc_len / 2``). The evaluation draws
 different random keys and values (other seeds), so a model cannot pass by memorising training answers.
 
 Spec strings (`DataConfig.source`): ``mixture:natural=0.5,passkey=0.3,niah=0.1,mqar=0.1``.
@@ -49,7 +52,8 @@ def parse_mixture(spec: str) -> dict[str, float]:
 
 
 def synthetic_document(kind: str, doc_len: int, tokenizer, seed) -> list[int]:
-    """One ``kind`` document of exactly ``doc_len`` tokens ending with its answer."""
+    """One ``kind`` document of exactly ``doc_len`` tokens: filler, an example of ``span`` tokens ending with its answer
+    (``span`` uniform in ``doc_len // 4 .. doc_len``, at least the example without haystack), filler."""
     count = lambda t: len(tokenizer(t, add_special_tokens=False).input_ids)
     rng = np.random.default_rng(seed)
     if kind == "passkey":
@@ -69,11 +73,15 @@ def synthetic_document(kind: str, doc_len: int, tokenizer, seed) -> list[int]:
         build = lambda n: retrieval.mqar_example(max(n, 1), np.random.default_rng(seed))[0]
     else:
         raise ValueError(f"{kind!r} is not a synthetic kind")
-    n = fit_units(build, count, doc_len, start=4, limit=1 << 16)
-    ids = tokenizer(build(n), add_special_tokens=False).input_ids
-    filler = tokenizer(NOISE + " ", add_special_tokens=False).input_ids
-    pad = (filler * (doc_len // max(len(filler), 1) + 1))[: doc_len - len(ids)]
-    return pad[len(pad) - (doc_len - len(ids)) :] + ids if len(ids) < doc_len else ids[-doc_len:]
+    span = max(int(rng.integers(max(doc_len // 4, 1), doc_len + 1)), min(count(build(0)), doc_len))
+    n = fit_units(build, count, span, start=4, limit=1 << 16)
+    ids = tokenizer(build(n), add_special_tokens=False).input_ids[-doc_len:]
+    free = doc_len - len(ids)
+    before = int(rng.integers(0, free + 1))
+    head = tokenizer(NOISE + " ", add_special_tokens=False).input_ids
+    tail = tokenizer(" " + NOISE, add_special_tokens=False).input_ids
+    head, tail = head * (doc_len // len(head) + 1), tail * (doc_len // len(tail) + 1)
+    return head[len(head) - before :] + ids + tail[: free - before]
 
 
 def build_mixture(spec: str, tokenizer, doc_len: int, num_docs: int, seed: int = 0, cache_dir: str = "cache",

@@ -17,7 +17,7 @@ from endprompt import rope as R
 from endprompt.evaluate import evaluate, retrieval, save_results, summarize
 from endprompt.evaluate import perplexity as PPL
 from endprompt.evaluate.ruler import RULER_TASKS, TaskUnavailable, make_samples
-from endprompt.evaluate.scoring import k_max, postprocess, string_match_all, string_match_part
+from endprompt.evaluate.scoring import digit_accuracy, k_max, postprocess, string_match_all, string_match_part
 from endprompt.tokenizer import byte_tokenizer
 
 TOK = byte_tokenizer()
@@ -83,6 +83,16 @@ def test_scorers_follow_ruler():
     assert string_match_part("Marseille", ["Paris", "Lyon"]) == 0.0
     with pytest.raises(ValueError, match="no reference answers"):
         string_match_all("x", [])
+
+
+def test_digit_accuracy_counts_places():
+    assert digit_accuracy(" 12345. The", "12345") == 1.0
+    assert digit_accuracy("12335", "12345") == 0.8  # one slipped digit
+    assert digit_accuracy("2345", "12345") == 0.0  # place by place: a dropped first digit shifts every place
+    assert digit_accuracy("key 123", "12345") == 0.6  # a short guess scores its places only
+    assert digit_accuracy("no number", "12345") == 0.0
+    with pytest.raises(ValueError, match="needs a number as reference, got 'abc'"):
+        digit_accuracy("1", "abc")
 
 
 def test_k_max_on_constructed_tables():

@@ -15,13 +15,19 @@ from endprompt.tokenizer import byte_tokenizer
 TOK = byte_tokenizer()
 
 
-def test_mixture_documents_are_fixed_length_and_end_with_their_answer(tmp_path):
+def test_mixture_documents_are_fixed_length_with_examples_of_varying_place_and_size(tmp_path):
     for kind in ("passkey", "niah", "vt", "mqar"):
         doc = synthetic_document(kind, 256, TOK, [0, 1])
         assert len(doc) == 256, kind
-    text = TOK.decode(synthetic_document("passkey", 256, TOK, [3]))
-    key = text.split("The pass key is ")[1][:5]
-    assert text.endswith(f"The pass key is {key}.")
+    ends = []
+    for seed in range(40):
+        text = TOK.decode(synthetic_document("passkey", 256, TOK, [seed]))
+        key = text.split("The pass key is ")[1][:5]
+        answer = f"What is the pass key? The pass key is {key}."
+        assert text.count(answer) == 1 and text.count(f"{key} is the pass key.") == 1
+        ends.append(text.index(answer) + len(answer))
+    # the answer must not sit at a fixed place (a base learns the place instead of the retrieval)
+    assert min(ends) < 160 and max(ends) > 230 and np.std(ends) > 20
     corpus = build_mixture("mixture:natural=1,passkey=1", TOK, 128, 50, cache_dir=str(tmp_path), progress=False)
     assert len(corpus) == 50 and all(len(corpus.doc(i)) == 128 for i in range(50))
     assert sum(corpus.meta["kinds"].values()) == 50

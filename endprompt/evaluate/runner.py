@@ -28,7 +28,7 @@ from endprompt.evaluate.ruler import (
     fit_units,
     make_samples,
 )
-from endprompt.evaluate.scoring import k_max, score_sample
+from endprompt.evaluate.scoring import digit_accuracy, k_max, score_sample
 
 __all__ = ["SUITES", "generate", "evaluate", "summarize", "save_results", "run_lm_eval"]
 
@@ -117,9 +117,12 @@ def evaluate(model, tokenizer, suite: str = "ruler", lengths: Sequence[int] = (4
                                  100 * float(np.mean(scores)), len(scores)))
             elif s == "passkey":
                 samples = retrieval.passkey_samples(length, tokenizer, num_samples, seed, style)
-                scores = _score_samples(model, tokenizer, samples, batch_size)
-                rows.append(_row(model_name, s, "passkey", length, "accuracy", 100 * float(np.mean(scores)),
-                                 len(scores)))
+                preds = generate(model, tokenizer, [x.prompt for x in samples], samples[0].max_new_tokens, batch_size)
+                exact = [score_sample(p, x.answers, x.metric) for p, x in zip(preds, samples)]
+                digits = [digit_accuracy(p, x.answers[0]) for p, x in zip(preds, samples)]
+                rows.append(_row(model_name, s, "passkey", length, "accuracy", 100 * float(np.mean(exact)), len(exact)))
+                rows.append(_row(model_name, s, "passkey", length, "digit_accuracy", 100 * float(np.mean(digits)),
+                                 len(digits)))
             elif s == "needle":
                 for depth in depths:
                     samples = retrieval.needle_grid_samples(length, depth, tokenizer, num_samples, seed, style)
@@ -142,7 +145,7 @@ def evaluate(model, tokenizer, suite: str = "ruler", lengths: Sequence[int] = (4
         except (TaskUnavailable, TaskDoesNotFit) as err:
             rows.append(_row(model_name, s, name, length, "string_match_all", np.nan, 0, "not_run", str(err)))
     table = pd.DataFrame(rows, columns=COLUMNS)
-    passkey = table[(table["task"] == "passkey") & (table["status"] == "ok")]
+    passkey = table[(table["task"] == "passkey") & (table["metric"] == "accuracy") & (table["status"] == "ok")]
     if len(passkey):
         success = passkey.set_index("length")["score"] / 100
         extra = _row(model_name, "passkey", "passkey", int(passkey["length"].max()), "k_max", float(k_max(success)),
