@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 env: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m endprompt.cli demo
+	$(PY) -m endprompt.cli reproduce --preset demo
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

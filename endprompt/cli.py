@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="endprompt", description="Context extension of RoPE LMs with short sequences")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="quick end-to-end check of layouts, RoPE scalings and masks")
-    p.add_argument("--out", type=Path, default=Path("results/demo"))
+    p.add_argument("--out", type=Path, default=Path("results/quickcheck"))
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("train", help="train with a preset or YAML config (see endprompt/presets)")

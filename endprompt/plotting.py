@@ -244,8 +244,8 @@ def study_table(table: pd.DataFrame, target_len: int) -> pd.DataFrame:
 
 
 def study_figures(table: pd.DataFrame, L0: int, target_len: int, out_dir=None, prefix: str = "02") -> list:
-    """Retrieval score and passkey digit accuracy by length per method, per-task scores at the target, cost vs score,
-    needle heatmaps; saved, paths returned."""
+    """Retrieval score, passkey digit accuracy and held-out perplexity by length per method, per-task scores at the
+    target, cost vs score, needle heatmaps; saved, paths returned."""
     set_style()
     paths = []
     scores = study_scores(table)
@@ -298,6 +298,19 @@ def study_figures(table: pd.DataFrame, L0: int, target_len: int, out_dir=None, p
         ax.set(xlabel="training wall time (s, matched token budget)", ylabel=f"{label} at {target_len}",
                title="Cost vs score")
         paths.append(save(fig, f"{prefix}_cost_vs_score", out_dir))
+
+    ppl = _ok(table[(table["task"] == "perplexity") & (table["metric"] == "ppl_sliding")])
+    if len(ppl):
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        sns.lineplot(data=ppl, x="length", y="score", hue="method", style="method", markers=True, dashes=False,
+                     errorbar=("ci", 95), ax=ax)
+        for x in (L0, target_len):
+            ax.axvline(x, color="0.5", ls=":", lw=1)
+        ax.set(xscale="log", yscale="log", xlabel="context length (tokens)",
+               ylabel="held-out perplexity (sliding window)", title="Perplexity by length")
+        ax.set_xticks(sorted(ppl["length"].unique()), [str(x) for x in sorted(ppl["length"].unique())])
+        ax.legend(fontsize=7, ncol=2)
+        paths.append(save(fig, f"{prefix}_perplexity", out_dir))
 
     needle = _ok(table[table["task"] == "needle"])
     if len(needle):

@@ -77,7 +77,7 @@ class StudyConfig:
     base_batch: int = 16
     base_lr: float = 2e-3
     base_docs: int = 32768
-    ext_tokens: int = 1_000_000
+    ext_tokens: int = 2_000_000
     ext_batch_tokens: int = 4096
     ext_lr: float = 5e-4
     ext_docs: int = 4096
