@@ -243,36 +243,41 @@ def study_table(table: pd.DataFrame, target_len: int) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("avg", ascending=False)
 
 
+def _by_length(data: pd.DataFrame, L0: int, target_len: int, ylabel: str, percent: bool = True):
+    """One line per method over length (95% interval over seeds), L0 and the target marked; scores in percent on a
+    linear axis, else (perplexity) on a log axis."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    sns.lineplot(data=data, x="length", y="score", hue="method", style="method", markers=True, dashes=False,
+                 errorbar=("ci", 95), ax=ax)
+    for x, label in ((L0, "L0 (training)"), (target_len, "8 L0 (target)")):
+        ax.axvline(x, color="0.5", ls=":", lw=1)
+        if percent:
+            ax.text(x, 102, label, ha="center", fontsize=8, color="0.4")
+    ax.set(xscale="log", xlabel="context length (tokens)", ylabel=ylabel)
+    if percent:
+        ax.set(ylim=(-2, 106))
+    else:
+        ax.set(yscale="log")
+    lengths = sorted(data["length"].unique())
+    ax.set_xticks(lengths, [str(x) for x in lengths])
+    ax.legend(fontsize=7, ncol=2)
+    return fig, ax
+
+
 def study_figures(table: pd.DataFrame, L0: int, target_len: int, out_dir=None, prefix: str = "02") -> list:
     """Retrieval score, passkey digit accuracy and held-out perplexity by length per method, per-task scores at the
     target, cost vs score, needle heatmaps; saved, paths returned."""
     set_style()
     paths = []
     scores = study_scores(table)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    sns.lineplot(data=scores, x="length", y="score", hue="method", style="method", markers=True, dashes=False,
-                 errorbar=("ci", 95), ax=ax)
-    for x, label in ((L0, "L0 (training)"), (target_len, "8 L0 (target)")):
-        ax.axvline(x, color="0.5", ls=":", lw=1)
-        ax.text(x, 102, label, ha="center", fontsize=8, color="0.4")
-    ax.set(xscale="log", ylim=(-2, 106), xlabel="context length (tokens)", ylabel="retrieval score (mean of tasks)")
-    ax.set_xticks(sorted(scores["length"].unique()), [str(x) for x in sorted(scores["length"].unique())])
-    ax.legend(fontsize=7, ncol=2)
+    fig, ax = _by_length(scores, L0, target_len, "retrieval score (mean of tasks)")
     paths.append(save(fig, f"{prefix}_score_by_length", out_dir))
 
     digits = passkey_digits(table)
     if len(digits):
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-        sns.lineplot(data=digits, x="length", y="score", hue="method", style="method", markers=True, dashes=False,
-                     errorbar=("ci", 95), ax=ax)
+        fig, ax = _by_length(digits, L0, target_len, "passkey digit accuracy (%)")
         ax.axhline(10, color="0.6", ls="--", lw=1)
         ax.text(digits["length"].min(), 11, "chance", fontsize=8, color="0.4")
-        for x, label in ((L0, "L0 (training)"), (target_len, "8 L0 (target)")):
-            ax.axvline(x, color="0.5", ls=":", lw=1)
-            ax.text(x, 102, label, ha="center", fontsize=8, color="0.4")
-        ax.set(xscale="log", ylim=(-2, 106), xlabel="context length (tokens)", ylabel="passkey digit accuracy (%)")
-        ax.set_xticks(sorted(digits["length"].unique()), [str(x) for x in sorted(digits["length"].unique())])
-        ax.legend(fontsize=7, ncol=2)
         paths.append(save(fig, f"{prefix}_passkey_digits_by_length", out_dir))
 
     at = _ok(table[(table["length"] == target_len) & table["task"].isin(RETRIEVAL_TASKS)
@@ -301,15 +306,8 @@ def study_figures(table: pd.DataFrame, L0: int, target_len: int, out_dir=None, p
 
     ppl = _ok(table[(table["task"] == "perplexity") & (table["metric"] == "ppl_sliding")])
     if len(ppl):
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-        sns.lineplot(data=ppl, x="length", y="score", hue="method", style="method", markers=True, dashes=False,
-                     errorbar=("ci", 95), ax=ax)
-        for x in (L0, target_len):
-            ax.axvline(x, color="0.5", ls=":", lw=1)
-        ax.set(xscale="log", yscale="log", xlabel="context length (tokens)",
-               ylabel="held-out perplexity (sliding window)", title="Perplexity by length")
-        ax.set_xticks(sorted(ppl["length"].unique()), [str(x) for x in sorted(ppl["length"].unique())])
-        ax.legend(fontsize=7, ncol=2)
+        fig, ax = _by_length(ppl, L0, target_len, "held-out perplexity (sliding window)", percent=False)
+        ax.set(title="Perplexity by length")
         paths.append(save(fig, f"{prefix}_perplexity", out_dir))
 
     needle = _ok(table[table["task"] == "needle"])
