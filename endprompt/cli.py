@@ -129,7 +129,11 @@ def eval_command(args) -> int:
 
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_causal_lm(args.model, dtype=dtype).to(device)
+    from endprompt.sharedllm import is_sharedllm_dir, load_sharedllm
+
+    # a saved SharedLLM is an architecture that stock from_pretrained cannot load; it evaluates as any causal LM
+    load = load_sharedllm if is_sharedllm_dir(args.model) else load_causal_lm
+    model = load(args.model, dtype=dtype).to(device)
     tokenizer = load_tokenizer(args.tokenizer, args.model)
     lengths = [int(x) for x in args.lengths.split(",")]
     table = evaluate(model, tokenizer, args.suite, lengths, num_samples=args.num_samples, seed=args.seed,

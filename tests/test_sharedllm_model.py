@@ -152,3 +152,28 @@ def test_bad_config_is_refused():
         SharedLLMConfig(selection="left")
     with pytest.raises(ValueError, match="local_window"):
         make(local_window=512)  # beyond the base's 128 positions
+
+
+def test_evaluation_suite_runs_it_unchanged(tmp_path):
+    """`evaluate(model, tokenizer, ...)` and `endprompt eval --model <dir>` take a SharedLLM as any causal LM."""
+    import numpy as np
+
+    from endprompt.cli import main
+    from endprompt.evaluate import evaluate
+    from endprompt.tokenizer import byte_tokenizer
+
+    model, tok = make(), byte_tokenizer()
+    docs = [np.random.default_rng(i).integers(0, 256, 700) for i in range(2)]
+    table = evaluate(model, tok, "passkey", [300], num_samples=2, style="compact", progress=False, model_name="s")
+    for suite, extra in (("synthetic", {"tasks": ["niah_single_1"]}), ("needle", {"depths": (0.0, 1.0)}),
+                         ("perplexity", {"ppl_docs": docs})):
+        part = evaluate(model, tok, suite, [300], num_samples=1, style="compact", progress=False, **extra)
+        table = part if table is None else __import__("pandas").concat([table, part], ignore_index=True)
+    assert (table["status"] == "ok").all() and table["score"].notna().all()
+    assert {"passkey", "niah_single_1", "needle", "perplexity"} <= set(table["task"])
+    assert table[table["metric"] == "ppl_truncated"]["score"].iloc[0] > 1
+    save_sharedllm(model, tmp_path / "m", tokenizer=tok)
+    with pytest.raises(SystemExit) as done:
+        main(["eval", "--model", str(tmp_path / "m"), "--suite", "passkey", "--lengths", "300", "--num-samples", "1",
+              "--style", "compact", "--out", str(tmp_path / "res")])
+    assert done.value.code == 0 and (tmp_path / "res" / "eval.csv").exists()
