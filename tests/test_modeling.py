@@ -49,3 +49,40 @@ def test_save_and_load_local_checkpoint(tmp_path):
 def test_bad_config():
     with pytest.raises(ValueError, match="hidden_size=100 must be divisible by num_heads=3"):
         M.tiny_llama_config(hidden_size=100, num_heads=3)
+
+
+def _tiny_checkpoint(path, vocab_size: int, original_len: int = 64):
+    from tests.conftest import make_tokenizer
+
+    tokenizer = make_tokenizer()
+    model = M.build_tiny_llama(vocab_size=vocab_size, hidden_size=32, num_heads=2,
+                               max_position_embeddings=original_len)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def test_a_checkpoint_brings_its_tokenizer_and_length(tmp_path):
+    from endprompt.config import load_config
+
+    saved = _tiny_checkpoint(tmp_path / "ckpt", vocab_size=64, original_len=64)
+    cfg = load_config(model={"path": str(tmp_path / "ckpt")}, recipe={"a": 24, "b": 4, "target_len": 512})
+    assert cfg.model.tokenizer is None and cfg.model.original_len is None  # nothing contradicts the checkpoint
+    prepared = M.prepare_model(cfg)
+    assert prepared.original_len == 64 and prepared.rope.factor == 8.0
+    assert prepared.tokenizer.get_vocab() == saved.get_vocab()
+    scratch = load_config(recipe={"a": 24, "b": 4, "target_len": 512}).model  # no checkpoint: the tiny defaults
+    assert (scratch.tokenizer, scratch.original_len) == ("byte", 256)
+
+
+def test_a_tokenizer_larger_than_the_vocabulary_is_an_error(tmp_path):
+    from endprompt.config import load_config
+
+    _tiny_checkpoint(tmp_path / "ckpt", vocab_size=64)
+    cfg = load_config(model={"path": str(tmp_path / "ckpt"), "tokenizer": "byte"},
+                      recipe={"a": 24, "b": 4, "target_len": 512})
+    with pytest.raises(ValueError, match="has 260 tokens .* the model's vocabulary has 64"):
+        M.prepare_model(cfg)
+    cfg = load_config(model={"path": str(tmp_path / "ckpt")}, recipe={"a": 24, "b": 4, "target_len": 64})
+    with pytest.raises(ValueError, match="recipe.target_len=64 must exceed the base's context 64"):
+        M.prepare_model(cfg)

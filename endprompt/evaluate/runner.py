@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from endprompt.evaluate import perplexity as PPL
 from endprompt.evaluate import retrieval
+from endprompt.evaluate.chat import ChatTemplate
 from endprompt.evaluate.ruler import (
     RULER_TASKS,
     SYNTHETIC_TASKS,
@@ -39,23 +40,34 @@ COLUMNS = ["model", "suite", "task", "length", "metric", "score", "n", "status",
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 4) -> list[str]:
-    """Greedy continuations of ``prompts`` (left-padded batches, KV cache), decoded without special tokens."""
+def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 4,
+             stop_token_ids: Sequence[int] | None = None) -> list[str]:
+    """Greedy continuations of ``prompts``, decoded without special tokens.
+
+    Prompts are batched in order of length (left-padded, KV cache) so a batch holds prompts of one length and pads
+    little; a sequence stops at EOS or any of ``stop_token_ids`` (an instruct model's end of turn) and the batch stops
+    when all have. Outputs come back in the order of ``prompts``.
+    """
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad is None:
         raise ValueError("batched generation needs a pad or eos token; set tokenizer.pad_token")
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        batch = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts[start : start + batch_size]]
+    stops = sorted({*(stop_token_ids or ()), *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])})
+    encoded = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    out: list[str] = [""] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = [encoded[i] for i in chunk]
         width = max(len(b) for b in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)  # (B, T)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
         for i, b in enumerate(batch):
             ids[i, width - len(b) :], mask[i, width - len(b) :] = torch.tensor(b), 1
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-        out += tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+                             do_sample=False, pad_token_id=pad, eos_token_id=stops or None)
+        for i, text in zip(chunk, tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)):
+            out[i] = text
     return out
 
 
@@ -64,8 +76,15 @@ def _row(model_name, suite, task, length, metric, score, n, status="ok", reason=
             "n": n, "status": status, "reason": reason, "depth": depth}
 
 
-def _score_samples(model, tokenizer, samples: list[EvalSample], batch_size: int) -> list[float]:
-    preds = generate(model, tokenizer, [s.prompt for s in samples], samples[0].max_new_tokens, batch_size)
+def _generate(model, tokenizer, samples: list[EvalSample], batch_size: int, chat: ChatTemplate | None) -> list[str]:
+    if chat is None:
+        return generate(model, tokenizer, [s.prompt for s in samples], samples[0].max_new_tokens, batch_size)
+    return generate(model, tokenizer, [chat.wrap(s.prompt) for s in samples], samples[0].max_new_tokens, batch_size,
+                    stop_token_ids=chat.stop_token_ids())
+
+
+def _score_samples(model, tokenizer, samples: list[EvalSample], batch_size: int, chat=None) -> list[float]:
+    preds = _generate(model, tokenizer, samples, batch_size, chat)
     return [score_sample(p, s.answers, s.metric) for p, s in zip(preds, samples)]
 
 
@@ -94,10 +113,18 @@ def evaluate(model, tokenizer, suite: str = "ruler", lengths: Sequence[int] = (4
              seed: int = 0, batch_size: int = 4, style: str = "ruler", tasks: Sequence[str] | None = None,
              depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), essay_path: str | None = None,
              squad_path: str | None = None, hotpotqa_path: str | None = None, ppl_docs: list | None = None,
-             ppl_stride: int = 256, model_name: str = "model", progress: bool = True) -> pd.DataFrame:
-    """Run ``suite`` at every length; returns the tidy table (see the module docstring)."""
+             ppl_stride: int = 256, model_name: str = "model", progress: bool = True,
+             chat: bool = False) -> pd.DataFrame:
+    """Run ``suite`` at every length; returns the tidy table (see the module docstring).
+
+    ``chat=True`` prompts an instruct model as RULER prompts chat models (`endprompt.evaluate.chat`): each generated
+    task's prompt is the user turn of ``tokenizer``'s chat template, fitted to the length with the template counted,
+    and generation stops at the model's end of turn. Teacher-forced suites (perplexity, mqar) are unchanged.
+    """
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; suites are: {', '.join(SUITES)}")
+    template = ChatTemplate(tokenizer) if chat else None
+    prompt_tok = template.counting() if template else tokenizer  # counts prompt tokens as the model will see them
     suites = [s for s in SUITES if s not in ("all", "synthetic")] if suite == "all" else [suite]
     model.eval()
     rows = []
@@ -110,14 +137,14 @@ def evaluate(model, tokenizer, suite: str = "ruler", lengths: Sequence[int] = (4
         bar.set_postfix(task=name, length=length, refresh=False)
         try:
             if s in ("ruler", "synthetic"):
-                samples = make_samples(name, length, tokenizer, num_samples, seed, style, essay_path, squad_path,
+                samples = make_samples(name, length, prompt_tok, num_samples, seed, style, essay_path, squad_path,
                                        hotpotqa_path)
-                scores = _score_samples(model, tokenizer, samples, batch_size)
+                scores = _score_samples(model, tokenizer, samples, batch_size, template)
                 rows.append(_row(model_name, s, name, length, f"string_match_{samples[0].metric}",
                                  100 * float(np.mean(scores)), len(scores)))
             elif s == "passkey":
-                samples = retrieval.passkey_samples(length, tokenizer, num_samples, seed, style)
-                preds = generate(model, tokenizer, [x.prompt for x in samples], samples[0].max_new_tokens, batch_size)
+                samples = retrieval.passkey_samples(length, prompt_tok, num_samples, seed, style)
+                preds = _generate(model, tokenizer, samples, batch_size, template)
                 exact = [score_sample(p, x.answers, x.metric) for p, x in zip(preds, samples)]
                 digits = [digit_accuracy(p, x.answers[0]) for p, x in zip(preds, samples)]
                 rows.append(_row(model_name, s, "passkey", length, "accuracy", 100 * float(np.mean(exact)), len(exact)))
@@ -125,8 +152,8 @@ def evaluate(model, tokenizer, suite: str = "ruler", lengths: Sequence[int] = (4
                                  len(digits)))
             elif s == "needle":
                 for depth in depths:
-                    samples = retrieval.needle_grid_samples(length, depth, tokenizer, num_samples, seed, style)
-                    scores = _score_samples(model, tokenizer, samples, batch_size)
+                    samples = retrieval.needle_grid_samples(length, depth, prompt_tok, num_samples, seed, style)
+                    scores = _score_samples(model, tokenizer, samples, batch_size, template)
                     rows.append(_row(model_name, s, "needle", length, "string_match_all",
                                      100 * float(np.mean(scores)), len(scores), depth=depth))
             elif s == "mqar":
