@@ -6,15 +6,18 @@
 - L2 `bandwidth`: its exponential type ``sigma = max_j theta_j`` for any `endprompt.rope` configuration (Eq. 2).
 - L3 `bernstein_check`: ``sup|S'| <= sigma sup|S|`` and ``sup|S''| <= sigma^2 sup|S|`` (Eq. 3), checked on grids.
 - L4 `sup_enclosure`: a rigorous enclosure of ``sup|S|`` from samples on a grid of step ``h``.
-- L5 `distance_sets`: observed and gap distances of each recipe (Eq. 8-9), from `endprompt.positions`.
+- L5 `distance_sets`: observed and gap distances of a layout (Eq. 8-9), from `endprompt.positions`.
 - L6 `gram`, `identifiability`: how well supervision on the observed distances pins the score down on the gap
   (the checkable form of the "shared parameters" argument, Eq. 12-13).
+
+The tidy tables of the theory notebook (pandas, per recipe and scaling) are in `endprompt.bound_tables`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
-import pandas as pd
 import scipy.linalg
 
 from endprompt import positions as P
@@ -33,14 +36,6 @@ __all__ = [
     "distance_sets",
     "gram",
     "identifiability",
-    "STUDY_SCALINGS",
-    "study_scaling",
-    "bandwidth_table",
-    "bernstein_study",
-    "score_curves",
-    "STUDY_RECIPES",
-    "coverage_table",
-    "identifiability_table",
 ]
 
 CONVENTIONS = ("half", "interleaved")
@@ -123,27 +118,29 @@ def sup_enclosure(values: np.ndarray, h: float, sigma: float, amplitude: np.ndar
     return lower, np.minimum(lower + sigma * h / 2 * np.asarray(amplitude), amplitude)
 
 
-def bernstein_check(coeffs: np.ndarray, inv_freq: np.ndarray, distances, sigma: float | None = None) -> pd.DataFrame:
-    """L3 on sampled distances: one row per pair with ``sup_S`` (grid max, a lower bound of sup|S|), the grid maxima of
-    ``|S'|`` and ``|S''|``, and the ratios ``ratio_1 = max|S'| / (sigma sup_S)``, ``ratio_2 = max|S''| /
-    (sigma^2 sup_S)``. Using the grid max (<= the true sup) makes the ratios conservative: ``ratio <= 1`` certifies
-    Eq. 3 at every sampled distance; a ratio above 1 on a dense long grid would be evidence against it.
+def bernstein_check(coeffs: np.ndarray, inv_freq: np.ndarray, distances,
+                    sigma: float | None = None) -> dict[str, np.ndarray]:
+    """L3 on sampled distances, as columns of one row per pair (``pd.DataFrame(result)`` is the table): ``sup_S`` (grid
+    max, a lower bound of sup|S|), the grid maxima of ``|S'|`` and ``|S''|``, and the ratios ``ratio_1 = max|S'| /
+    (sigma sup_S)``, ``ratio_2 = max|S''| / (sigma^2 sup_S)``. Using the grid max (<= the true sup) makes the ratios
+    conservative: ``ratio <= 1`` certifies Eq. 3 at every sampled distance; a ratio above 1 on a dense long grid would
+    be evidence against it.
     """
     theta = np.asarray(inv_freq, dtype=np.float64)
     sigma = float(theta.max()) if sigma is None else sigma
     S, S1, S2 = score(distances, coeffs, theta, order=(0, 1, 2))
     sup_S = np.abs(S).max(axis=-1)
     max1, max2 = np.abs(S1).max(axis=-1), np.abs(S2).max(axis=-1)
-    return pd.DataFrame({
+    return {
         "pair": np.arange(len(sup_S)),
-        "sigma": sigma,
+        "sigma": np.full(len(sup_S), sigma),
         "sup_S": sup_S,
         "amplitude_sum": np.abs(np.atleast_2d(coeffs)).sum(axis=-1),
         "max_abs_d1": max1,
         "max_abs_d2": max2,
         "ratio_1": max1 / (sigma * sup_S),
         "ratio_2": max2 / (sigma**2 * sup_S),
-    })
+    }
 
 
 def random_coefficients(num_pairs: int, head_dim: int, rng: P.RngLike = None, convention: str = "half") -> np.ndarray:
@@ -171,14 +168,13 @@ def pair_coefficients(q: np.ndarray, k: np.ndarray, num_pairs: int, rng: P.RngLi
 # --- L5: distance sets ------------------------------------------------------------------------------------------------
 
 
-def distance_sets(name: str, a: int, b: int, target_len: int, samples: int = 1, rng: P.RngLike = 0,
-                  num_chunks: int = 2, window: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """L5: (observed, gap) distance intervals of recipe ``name``, the union over ``samples`` samples, gap within
-    ``[0, target_len-1]``. One sample suffices for the deterministic layouts (endprompt, endprompt-tail, full); a
-    short-context baseline is ``name="full", window=a``."""
+def distance_sets(layout: Callable[[np.random.Generator], np.ndarray], target_len: int, samples: int = 1,
+                  rng: P.RngLike = 0) -> tuple[np.ndarray, np.ndarray]:
+    """L5: (observed, gap) distance intervals of a layout, the union over ``samples`` draws of ``layout(rng)`` (position
+    ids of one sample, e.g. ``lambda g: endprompt.batching.recipe_position_ids(recipe, g)``), gap within
+    ``[0, target_len-1]``. One sample suffices for a deterministic layout."""
     gen = P.as_generator(rng)
-    parts = [P.observed_distances(P.layout_position_ids(name, a, b, target_len, gen, num_chunks, window))
-             for _ in range(samples)]
+    parts = [P.observed_distances(layout(gen)) for _ in range(samples)]
     observed = P.merge_intervals(np.concatenate(parts))
     observed = observed[observed[:, 0] <= target_len - 1]
     observed[:, 1] = np.minimum(observed[:, 1], target_len - 1)
@@ -251,104 +247,3 @@ def identifiability(observed, gap, inv_freq: np.ndarray, rcond: float = 1e-10) -
     lam = np.linalg.eigvalsh(W.T @ Gg @ W).max()
     return out | {"unexplained_gap": float(max(1 - explained / np.trace(Gg), 0.0)),
                   "amplification": float(np.sqrt(max(lam, 0.0)))}
-
-
-# --- tidy tables for the notebook -------------------------------------------------------------------------------------
-
-STUDY_SCALINGS = ("none", "linear", "ntk", "dynamic", "yarn", "llama3")
-"""Scalings compared in the theory notebook ("none" = unscaled RoPE, the reference)."""
-
-
-def study_scaling(rope_type: str, s: float, original_len: int = 8192, rope_theta: float = 10000.0) -> R.RopeScaling:
-    """The scaling ``rope_type`` at factor ``s`` for a model pretrained at ``original_len`` ("none": no scaling)."""
-    if rope_type == "none":
-        return R.RopeScaling(rope_theta=rope_theta)
-    return R.for_extension(rope_type, original_len, int(original_len * s), rope_theta=rope_theta)
-
-
-def bandwidth_table(rope_types=STUDY_SCALINGS, scales=(2, 4, 8, 16), head_dim: int = 128,
-                    original_len: int = 8192) -> pd.DataFrame:
-    """sigma per scaling type and factor (L2), at the target length ``s * original_len``."""
-    rows = []
-    for rope_type in rope_types:
-        for s in scales:
-            cfg = study_scaling(rope_type, s, original_len)
-            sigma = bandwidth(cfg, head_dim, seq_len=int(s * original_len))
-            rows.append({"rope_type": rope_type, "s": s, "sigma": sigma, "sigma_times_s": sigma * s})
-    return pd.DataFrame(rows)
-
-
-def bernstein_study(sources: dict[str, np.ndarray], rope_types=STUDY_SCALINGS, scales=(2, 4, 8, 16),
-                    head_dim: int = 128, original_len: int = 8192, num_points: int = 4096,
-                    step: float = 0.05) -> pd.DataFrame:
-    """L3 ratios for every coefficient source (e.g. "random", "tiny-llama") x scaling x factor, one row per pair.
-
-    Distances are ``num_points`` samples at step ``step / sigma`` from 0 (the ratios do not depend on the coefficients'
-    overall scale, so one coefficient set serves every scaling).
-    """
-    frames = []
-    for rope_type in rope_types:
-        for s in scales:
-            cfg = study_scaling(rope_type, s, original_len)
-            inv_freq, _ = R.compute_inv_freq(cfg, head_dim, seq_len=int(s * original_len))
-            sigma = float(inv_freq.max())
-            d = np.arange(num_points) * (step / sigma)
-            for source, coeffs in sources.items():
-                frame = bernstein_check(coeffs, inv_freq, d, sigma)
-                frames.append(frame.assign(source=source, rope_type=rope_type, s=s))
-    return pd.concat(frames, ignore_index=True)
-
-
-def score_curves(coeffs: np.ndarray, configs: dict[str, R.RopeScaling], head_dim: int, max_distance: int = 65535,
-                 step: int = 16) -> pd.DataFrame:
-    """S(d) on ``0..max_distance`` (every ``step``) for each labelled configuration, tidy, with ``S / sum|c|``."""
-    d = np.arange(0, max_distance + 1, step)
-    coeffs = np.atleast_2d(coeffs)
-    frames = []
-    for label, cfg in configs.items():
-        inv_freq, _ = R.compute_inv_freq(cfg, head_dim, seq_len=max_distance + 1)
-        S = score(d, coeffs, inv_freq)  # (P, N)
-        amp = np.abs(coeffs).sum(axis=1, keepdims=True)
-        for pair in range(len(coeffs)):
-            frames.append(pd.DataFrame({"config": label, "pair": pair, "distance": d, "score": S[pair],
-                                        "normalized_score": S[pair] / amp[pair]}))
-    return pd.concat(frames, ignore_index=True)
-
-
-STUDY_RECIPES = ("short", "endprompt", "endprompt-random", "endprompt-pose", "pose", "full")
-"""Recipes compared in the theory notebook; "short" is training at the physical length a+b with no extension."""
-
-
-def _recipe_sets(recipe: str, a: int, b: int, target_len: int, samples: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    if recipe == "short":
-        return distance_sets("full", a, b, target_len, 1, rng, window=a + b)
-    deterministic = recipe in ("endprompt", "endprompt-tail", "full")
-    return distance_sets(recipe, a, b, target_len, 1 if deterministic else samples, rng)
-
-
-def coverage_table(recipes=STUDY_RECIPES, a: int = 8192, b: int = 20, target_len: int = 65536, samples: int = 64,
-                   seed: int = 0) -> pd.DataFrame:
-    """L5: the observed intervals of each recipe (union over ``samples`` samples), one row per interval, with the
-    recipe's share of ``[0, target_len-1]`` observed."""
-    rows = []
-    for i, recipe in enumerate(recipes):
-        observed, _ = _recipe_sets(recipe, a, b, target_len, samples, np.random.default_rng([seed, i]))
-        share = P.interval_count(observed) / target_len
-        rows += [{"recipe": recipe, "lo": int(lo), "hi": int(hi), "share_observed": share} for lo, hi in observed]
-    return pd.DataFrame(rows)
-
-
-def identifiability_table(recipes=STUDY_RECIPES, rope_types=("linear", "yarn"), head_dims=(64, 128), a: int = 8192,
-                          b: int = 20, target_len: int = 65536, original_len: int = 8192, samples: int = 64,
-                          seed: int = 0, rcond: float = 1e-10) -> pd.DataFrame:
-    """L6 per recipe x scaling x head dim, for a model pretrained at ``original_len`` extended to ``target_len``."""
-    rows = []
-    for i, recipe in enumerate(recipes):  # an independent random stream per recipe
-        observed, gap = _recipe_sets(recipe, a, b, target_len, samples, np.random.default_rng([seed, i]))
-        for rope_type in rope_types:
-            cfg = study_scaling(rope_type, target_len / original_len, original_len)
-            for head_dim in head_dims:
-                inv_freq, _ = R.compute_inv_freq(cfg, head_dim, seq_len=target_len)
-                rows.append({"recipe": recipe, "rope_type": rope_type, "head_dim": head_dim,
-                             **identifiability(observed, gap, inv_freq, rcond)})
-    return pd.DataFrame(rows)

@@ -16,15 +16,11 @@ from typing import get_args, get_origin, get_type_hints
 import yaml
 
 from endprompt import rope as R
-from endprompt.batching import DEFAULT_CUES, SHORT_DOC_RULES
+from endprompt.batching import Recipe
+from endprompt.data import parse_mixture
 
 __all__ = ["ModelConfig", "RopeConfig", "DataConfig", "RecipeConfig", "OptimConfig", "RunConfig", "TrainConfig",
-           "TRAIN_RECIPES", "PRESETS_DIR", "list_presets", "load_config", "apply_overrides", "steps_for_budget"]
-
-TRAIN_RECIPES = ("endprompt", "endprompt-tail", "endprompt-random", "endprompt-pose", "pose", "full", "longlora",
-                 "pretrain")
-"""Training recipes: the batching recipes, plus ``longlora`` (full-length batches, LoRA+ and S2-Attn) and
-``pretrain`` (plain contiguous training at the model's own length, no RoPE scaling: for building base models)."""
+           "PRESETS_DIR", "list_presets", "load_config", "apply_overrides", "steps_for_budget"]
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 STRATEGIES = ("auto", "ddp", "fsdp2", "deepspeed")
@@ -122,7 +118,8 @@ class DataConfig:
         max_documents: use at most this many documents (None = all).
         cache_dir: where tokenized corpora are cached.
         mixture_docs: documents generated for a mixture source.
-        doc_len: mixture document length; None = the recipe's physical length (``full``: the window), so every
+        doc_len: mixture document length; None = the document tokens of one full-size sample
+            (`endprompt.batching.full_doc_len`: the body ``a`` for the cue recipes, else the physical length), so every
             sample is one whole document.
     """
 
@@ -136,30 +133,25 @@ class DataConfig:
 
     def __post_init__(self):
         if self.source.startswith("mixture:"):
-            from endprompt.mixture import parse_mixture
-
             parse_mixture(self.source)
 
 
-@dataclass
-class RecipeConfig:
-    """Which samples to train on (see `endprompt.batching` for every field but ``s2_group_ratio``)."""
+@dataclass(frozen=True)
+class RecipeConfig(Recipe):
+    """Which samples to train on: a `endprompt.batching.Recipe` (every field is documented there; the name is a key of
+    the recipe registry `endprompt.batching.RECIPES`), with small defaults, plus what only training needs.
 
-    name: str = "endprompt"
+    Attributes:
+        s2_group_ratio: LongLoRA's S2-Attn group size as a share of the sequence (``longlora`` only).
+    """
+
     a: int = 224
     b: int = 16
     target_len: int = 2048
-    window: int | None = None
-    cues: tuple[str, ...] = DEFAULT_CUES
-    prompt_weight: float = 0.1
-    num_chunks: int = 2
-    short_docs: str = "shrink"
     s2_group_ratio: float = 0.25
 
     def __post_init__(self):
-        _choice("recipe.name", self.name, TRAIN_RECIPES)
-        _choice("recipe.short_docs", self.short_docs, SHORT_DOC_RULES)
-        self.cues = tuple(self.cues)
+        super().__post_init__()
         if not 0 < self.s2_group_ratio <= 1:
             raise ValueError(f"recipe.s2_group_ratio must be in (0, 1], got {self.s2_group_ratio}")
 
@@ -256,9 +248,6 @@ class TrainConfig:
                              "to extend the context")
         if self.rope.rope_type == "default":
             raise ValueError("rope.rope_type 'default' does not extend the context; use linear (PI), ntk, yarn, ...")
-        if r.name not in ("full", "longlora", "pose") and r.a + r.b >= r.target_len:
-            raise ValueError(f"recipe.target_len={r.target_len} must exceed the physical length a + b = "
-                             f"{r.a} + {r.b} = {r.a + r.b}")
         if r.name == "longlora" and m.attn_implementation == "flash_attention_2":
             raise ValueError("recipe 'longlora' trains with S2-Attn (sdpa inside); set model.attn_implementation=sdpa")
 

@@ -6,6 +6,8 @@ Sources (`DataConfig.source`):
   turtledemo): about 11 MB of real, long, structured text that exists on every machine with Python, so nothing is
   downloaded. One file is one document. Its exact content follows the Python version (3.11 here); the corpus metadata
   records the version and file count.
+- ``mixture:natural=0.5,passkey=0.3,...``: a synthetic-retrieval training mixture (`endprompt.mixture` builds it;
+  the spec is parsed here so that the typed configuration can check it without importing the generators).
 - local files and directories, comma-separated: ``.txt``/``.md``/``.py`` (one document per file), ``.jsonl``/``.json``
   (one record per line, text in ``text_field``; a corrupt line is reported with its file and line number and counted,
   never silently skipped), ``.parquet`` (through ``datasets``, loading local files only).
@@ -31,11 +33,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from endprompt import positions as P
-from endprompt.batching import Recipe
+from endprompt.batching import sample_len  # re-exported: the recipe registry knows each recipe's length
 from endprompt.tokenizer import encode_bytes, is_byte_tokenizer
 
-__all__ = ["BUILTIN", "builtin_files", "source_files", "iter_documents", "TokenizedCorpus", "tokenize_corpus",
-           "sample_len", "SampleSource", "EpochSampler"]
+__all__ = ["BUILTIN", "MIXTURE_KINDS", "parse_mixture", "builtin_files", "source_files", "iter_documents",
+           "TokenizedCorpus", "tokenize_corpus", "sample_len", "SampleSource", "EpochSampler"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,30 @@ BUILTIN = "builtin"
 _BUILTIN_SKIP = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "__pycache__"}
 _TEXT_SUFFIXES = {".txt", ".md", ".py", ".rst"}
 _JSONL_SUFFIXES = {".jsonl", ".json"}
+
+
+MIXTURE_KINDS = ("natural", "passkey", "niah", "mqar", "vt")
+"""Components of a mixture source (`endprompt.mixture`)."""
+
+
+def parse_mixture(spec: str) -> dict[str, float]:
+    """``"mixture:natural=0.5,passkey=0.5"`` -> normalised weights."""
+    if not spec.startswith("mixture:"):
+        raise ValueError(f"a mixture source looks like 'mixture:natural=0.5,passkey=0.5', got {spec!r}")
+    weights = {}
+    for part in spec[len("mixture:") :].split(","):
+        kind, _, value = part.partition("=")
+        kind = kind.strip()
+        if kind not in MIXTURE_KINDS:
+            raise ValueError(f"unknown mixture component {kind!r}; components are: {', '.join(MIXTURE_KINDS)}")
+        try:
+            weights[kind] = float(value)
+        except ValueError:
+            raise ValueError(f"mixture component {kind!r} needs a number as its weight, got {value!r}") from None
+    total = sum(weights.values())
+    if total <= 0 or min(weights.values()) < 0:
+        raise ValueError(f"mixture weights must be >= 0 and not all 0, got {weights}")
+    return {k: v / total for k, v in weights.items()}
 
 
 def builtin_files() -> list[Path]:
@@ -194,15 +220,6 @@ def tokenize_corpus(source: str, tokenizer, cache_dir: str | Path = "cache", tex
         log.warning("data: %d corrupt lines and %d records without %r were skipped (see the warnings above)",
                     stats["corrupt_lines"], stats["missing_field"], text_field)
     return TokenizedCorpus(tokens, offsets, meta)
-
-
-def sample_len(recipe: Recipe) -> int:
-    """How many document tokens one sample should draw on, for concatenated corpora: the body ``a`` (endprompt),
-    the window ``a+b`` (endprompt-tail), a long document whose real end is kept (endprompt-random: ``L``), room for the
-    skipped content of PoSE chunks (pose: ``L``, endprompt-pose: ``L-b``), the window (full)."""
-    r = recipe
-    return {"endprompt": r.a, "endprompt-tail": r.a + r.b, "endprompt-random": r.target_len,
-            "endprompt-pose": r.target_len - r.b, "pose": r.target_len, "full": r.physical_len}[r.name]
 
 
 class SampleSource:

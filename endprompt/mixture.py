@@ -24,31 +24,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from endprompt.data import TokenizedCorpus, tokenize_corpus
+from endprompt.data import MIXTURE_KINDS as KINDS
+from endprompt.data import TokenizedCorpus, parse_mixture, tokenize_corpus
 from endprompt.evaluate import retrieval
 from endprompt.evaluate.ruler import _niah, _vt, fit_units
 from endprompt.evaluate.text import NOISE
 
 __all__ = ["KINDS", "parse_mixture", "synthetic_document", "build_mixture"]
-
-KINDS = ("natural", "passkey", "niah", "mqar", "vt")
-
-
-def parse_mixture(spec: str) -> dict[str, float]:
-    """``"mixture:natural=0.5,passkey=0.5"`` -> normalised weights."""
-    if not spec.startswith("mixture:"):
-        raise ValueError(f"a mixture source looks like 'mixture:natural=0.5,passkey=0.5', got {spec!r}")
-    weights = {}
-    for part in spec[len("mixture:") :].split(","):
-        kind, _, value = part.partition("=")
-        kind = kind.strip()
-        if kind not in KINDS:
-            raise ValueError(f"unknown mixture component {kind!r}; components are: {', '.join(KINDS)}")
-        weights[kind] = float(value)
-    total = sum(weights.values())
-    if total <= 0 or min(weights.values()) < 0:
-        raise ValueError(f"mixture weights must be >= 0 and not all 0, got {weights}")
-    return {k: v / total for k, v in weights.items()}
 
 
 def synthetic_document(kind: str, doc_len: int, tokenizer, seed) -> list[int]:

@@ -3,7 +3,8 @@
 Every function here is pure numpy (no torch, no model) so that `endprompt.bound` and the data pipeline can share it.
 A layout is a 1-D ``int64`` array of position ids, one per physical token, in physical (causal) order.
 
-Layouts (``a`` text tokens, ``b`` terminal tokens, target length ``L`` = ``target_len``):
+Layouts (``a`` text tokens, ``b`` terminal tokens, target length ``L`` = ``target_len``); which recipe uses which is
+the recipe registry's business (`endprompt.batching.RECIPES`, `endprompt.batching.recipe_position_ids`):
 
 - full-length:      ``0 .. n-1``                                   (plain contiguous training)
 - EndPrompt:        ``0 .. a-1`` then ``L-b .. L-1``               (paper Eq. 5)
@@ -29,8 +30,6 @@ __all__ = [
     "pose_skips",
     "pose_position_ids",
     "endprompt_pose_position_ids",
-    "LAYOUTS",
-    "layout_position_ids",
     "observed_distances",
     "gap_distances",
     "endprompt_distance_sets",
@@ -200,31 +199,6 @@ def endprompt_pose_position_ids(
     ids[:a] = _chunked_ids(chunk_lens, skips)
     ids[a:] = np.arange(target_len - b, target_len)
     return ids
-
-
-LAYOUTS = ("endprompt", "endprompt-tail", "endprompt-random", "endprompt-pose", "pose", "full")
-"""Layouts by recipe name (``endprompt-tail`` shares the EndPrompt layout; only the tokens differ)."""
-
-
-def layout_position_ids(name: str, a: int, b: int, target_len: int, rng: RngLike = None, num_chunks: int = 2,
-                        window: int | None = None) -> np.ndarray:
-    """The position ids of one full-size sample of the recipe ``name`` (see `endprompt.batching` for the tokens).
-
-    ``pose`` uses a window of ``window or a + b`` tokens and ``full`` one of ``window or target_len`` tokens.
-    """
-    gen = as_generator(rng)
-    if name in ("endprompt", "endprompt-tail"):
-        return endprompt_position_ids(a, b, target_len)
-    if name == "endprompt-random":
-        return random_endprompt_position_ids(a, b, target_len, gen)
-    if name == "endprompt-pose":
-        return endprompt_pose_position_ids(pose_chunk_lengths(a, min(num_chunks, a), gen), b, target_len, gen)
-    if name == "pose":
-        w = window or a + b
-        return pose_position_ids(pose_chunk_lengths(w, min(num_chunks, w), gen), target_len, gen)
-    if name == "full":
-        return full_position_ids(window or target_len)
-    raise ValueError(f"unknown layout {name!r}; valid layouts are: {', '.join(LAYOUTS)}")
 
 
 # --- distance sets ---------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,22 +28,34 @@ import torch
 from tqdm.auto import tqdm
 
 from endprompt import rope as R
-from endprompt.config import load_config
+from endprompt.batching import EOT_CUE, recipe_spec
+from endprompt.config import RecipeConfig, TrainConfig, load_config
 from endprompt.evaluate import evaluate
 from endprompt.train import train
 
-__all__ = ["StudyConfig", "PRESETS", "METHODS", "TRAINING_FREE", "run_study", "base_scores"]
+__all__ = ["StudyConfig", "Method", "PRESETS", "METHODS", "TRAINED", "TRAINING_FREE", "extension_config", "run_study",
+           "base_scores"]
+
+@dataclass(frozen=True)
+class Method:
+    """A trained arm of the study: the fields of its `endprompt.config.RecipeConfig` (a, b and the target come from the
+    study), and its learning rate where it is tuned apart (None = ``StudyConfig.ext_lr``)."""
+
+    recipe: dict
+    lr: float | None = None
+
 
 TRAINED = {
-    "endprompt": {"recipe.name": "endprompt"},
-    "endprompt-end": {"recipe.name": "endprompt", "recipe.cues": "['End.']"},
-    "endprompt-eot": {"recipe.name": "endprompt", "recipe.cues": "['<eot>']"},
-    "endprompt-tail": {"recipe.name": "endprompt-tail"},
-    "endprompt-random": {"recipe.name": "endprompt-random"},
-    "endprompt-pose": {"recipe.name": "endprompt-pose"},
-    "pose": {"recipe.name": "pose"},
-    "full": {"recipe.name": "full"},
-    "longlora": {"recipe.name": "longlora"},
+    "endprompt": Method({"name": "endprompt"}),
+    "endprompt-end": Method({"name": "endprompt", "cues": ("End.",)}),
+    "endprompt-eot": Method({"name": "endprompt", "cues": (EOT_CUE,)}),
+    "endprompt-tail": Method({"name": "endprompt-tail"}),
+    "endprompt-random": Method({"name": "endprompt-random"}),
+    "endprompt-pose": Method({"name": "endprompt-pose"}),
+    "pose": Method({"name": "pose"}),
+    "full": Method({"name": "full"}),
+    # a tuning choice: rank-8 adapters on the 1.1M-parameter base barely move at 5e-4
+    "longlora": Method({"name": "longlora"}, lr=2e-3),
 }
 TRAINING_FREE = {"pi": "linear", "dynamic-ntk": "dynamic", "yarn": "yarn"}
 METHODS = tuple(TRAINED) + tuple(TRAINING_FREE)
@@ -116,11 +128,18 @@ PRESETS = {
 }
 
 
-def _common(cfg: StudyConfig, out_dir: Path) -> list[str]:
-    return [f"model.hidden_size={cfg.hidden_size}", f"model.num_layers={cfg.num_layers}",
-            f"model.num_heads={cfg.num_heads}", f"model.original_len={cfg.L0}", f"data.source={MIXTURE}",
-            f"data.cache_dir={cfg.cache_dir}", f"run.out_dir={out_dir}", "run.log_every=50",
-            f"run.progress={str(cfg.progress).lower()}", "run.save_every=0"]
+def _train_config(cfg: StudyConfig, out_dir: Path, recipe: RecipeConfig, model: dict, optim: dict,
+                  run: dict, mixture_docs: int) -> TrainConfig:
+    """A run of the study: the tiny-cpu preset with the study's model, data and run settings, section by section."""
+    preset = load_config("tiny-cpu")
+    return TrainConfig(
+        model=replace(preset.model, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+                      original_len=cfg.L0, **model),
+        rope=replace(preset.rope, rope_type="linear"),
+        data=replace(preset.data, source=MIXTURE, cache_dir=cfg.cache_dir, mixture_docs=mixture_docs),
+        recipe=recipe,
+        optim=replace(preset.optim, **optim),
+        run=replace(preset.run, out_dir=str(out_dir), log_every=50, progress=cfg.progress, save_every=0, **run))
 
 
 SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "study-bases"
@@ -141,33 +160,23 @@ def _base(cfg: StudyConfig) -> Path:
     out = Path(cfg.cache_dir) / "study-bases" / key
     if (out / "final" / "config.json").exists():
         return out / "final"
-    overrides = _common(cfg, out) + [
-        "recipe.name=pretrain", f"recipe.target_len={cfg.L0}", f"optim.max_steps={cfg.base_steps}",
-        f"optim.micro_batch_size={cfg.base_batch}", f"optim.lr={cfg.base_lr}", "optim.schedule=cosine",
-        "optim.warmup_steps=50", f"data.mixture_docs={cfg.base_docs}", "run.resume=true"]
-    train(load_config("tiny-cpu", overrides=overrides))
+    recipe = RecipeConfig(name="pretrain", target_len=cfg.L0)
+    optim = {"max_steps": cfg.base_steps, "micro_batch_size": cfg.base_batch, "lr": cfg.base_lr, "schedule": "cosine",
+             "warmup_steps": 50}
+    train(_train_config(cfg, out, recipe, {}, optim, {"resume": True}, cfg.base_docs))
     return out / "final"
 
 
-def _extension_overrides(cfg: StudyConfig, method: str, base: Path, seed: int, out: Path) -> list[str]:
-    settings = TRAINED[method]
-    name = settings["recipe.name"]
-    physical = cfg.target_len if name in ("full", "longlora") else cfg.L0
-    micro = max(1, cfg.ext_batch_tokens // physical)
-    steps = max(1, round(cfg.ext_tokens / (micro * physical)))
-    cue = name in ("endprompt", "endprompt-pose")
-    a = cfg.L0 - (cfg.b_cue if cue else cfg.b_tail)
-    b = cfg.b_cue if cue else cfg.b_tail
-    overrides = _common(cfg, out) + [
-        f"model.path={base}", "model.tokenizer=null", f"recipe.a={a}", f"recipe.b={b}",
-        f"recipe.target_len={cfg.target_len}", f"optim.micro_batch_size={micro}", f"optim.max_steps={steps}",
-        f"optim.lr={cfg.ext_lr}", "optim.schedule=constant", "optim.warmup_steps=20", f"run.seed={seed}",
-        f"data.mixture_docs={cfg.ext_docs}", "rope.rope_type=linear", "run.resume=false"]
-    if name == "pose":
-        overrides.append(f"recipe.window={cfg.L0}")
-    if name == "longlora":
-        overrides.append("optim.lr=2e-3")  # a tuning choice: rank-8 adapters on a 0.6M model barely move at 5e-4
-    return overrides + [f"{k}={v}" for k, v in settings.items()]
+def extension_config(cfg: StudyConfig, method: str, base: Path, seed: int, out: Path) -> TrainConfig:
+    """The training configuration of one trained arm: matched physical-token budgets, PI at ``factor``."""
+    spec = TRAINED[method]
+    b = cfg.b_cue if recipe_spec(spec.recipe["name"]).uses_cues else cfg.b_tail
+    recipe = RecipeConfig(a=cfg.L0 - b, b=b, target_len=cfg.target_len, **spec.recipe)
+    micro = max(1, cfg.ext_batch_tokens // recipe.physical_len)
+    optim = {"micro_batch_size": micro, "max_steps": max(1, round(cfg.ext_tokens / (micro * recipe.physical_len))),
+             "lr": spec.lr or cfg.ext_lr, "schedule": "constant", "warmup_steps": 20}
+    return _train_config(cfg, out, recipe, {"path": str(base), "tokenizer": None}, optim,
+                         {"seed": seed, "resume": False}, cfg.ext_docs)
 
 
 def _training_free(base: Path, method: str, cfg: StudyConfig, device: str):
@@ -259,8 +268,7 @@ def run_study(cfg: StudyConfig) -> pd.DataFrame:
                 model = _training_free(base, method, cfg, "cpu")
                 cost = {"train_tokens": 0, "wall_time_s": 0.0, "peak_memory_gb": 0.0, "tokens_per_s": np.nan}
             else:
-                result = train(load_config("tiny-cpu",
-                                           overrides=_extension_overrides(cfg, method, base, seed, run_dir)))
+                result = train(extension_config(cfg, method, base, seed, run_dir))
                 model = load_causal_lm(result.final_dir, dtype=torch.float32)
                 cost = {"train_tokens": result.tokens, "wall_time_s": result.wall_time_s,
                         "peak_memory_gb": result.peak_memory_bytes / 2**30, "tokens_per_s": result.tokens_per_s}

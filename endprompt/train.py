@@ -72,12 +72,9 @@ class TrainResult:
 
 
 def batch_recipe(cfg: TrainConfig) -> batching.Recipe:
-    """The batching recipe of a training recipe: ``longlora`` trains on full-length samples, ``pretrain`` on contiguous
-    windows of the model's own length."""
-    r = cfg.recipe
-    name = {"longlora": "full", "pretrain": "full"}.get(r.name, r.name)
-    return batching.Recipe(name=name, a=r.a, b=r.b, target_len=r.target_len, window=r.window, cues=r.cues,
-                           prompt_weight=r.prompt_weight, num_chunks=r.num_chunks, short_docs=r.short_docs)
+    """The batching recipe of a run: ``cfg.recipe`` is a `endprompt.batching.Recipe` (plus training-only fields), whose
+    registered spec says how samples are cut (``longlora`` and ``pretrain`` cut ``full``'s samples)."""
+    return cfg.recipe
 
 
 def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
@@ -160,8 +157,7 @@ class _Trainer:
             if cfg.data.source.startswith("mixture:"):
                 from endprompt.mixture import build_mixture
 
-                doc_len = cfg.data.doc_len or (self.recipe.a if self.recipe.name in ("endprompt", "endprompt-pose")
-                                               else self.recipe.physical_len)
+                doc_len = cfg.data.doc_len or batching.full_doc_len(self.recipe)
                 corpus = build_mixture(cfg.data.source, self.tokenizer, doc_len, cfg.data.mixture_docs,
                                        cfg.run.seed, cfg.data.cache_dir, progress=cfg.run.progress and self.main)
                 self.source = data.SampleSource(corpus, concat=False)

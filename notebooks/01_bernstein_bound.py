@@ -18,7 +18,7 @@
 # a trigonometric polynomial in the relative distance $d$, is smooth: $|S'| \le (\theta_0/s)\sup|S|$ and
 # $|S''| \le (\theta_0/s)^2\sup|S|$. This notebook checks that numerically, asks which RoPE scalings actually lower the
 # bandwidth $\sigma$, and measures how well each recipe's observed distances pin the score down on the rest
-# (the lemmas are in `proofs/`, the computations in `endprompt.bound`).
+# (the lemmas are in `proofs/`, the computations in `endprompt.bound`, the tables in `endprompt.bound_tables`).
 #
 # Set `ENDPROMPT_FAST=1` for the quick version CI runs, and `ENDPROMPT_CHECKPOINT=/path/to/model` to probe a local
 # checkpoint instead of the tiny Llama built here. Figures go to `figures/` (or `$ENDPROMPT_FIGURES`).
@@ -28,9 +28,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from endprompt import bound as B
+from endprompt import bound_tables as BT
 from endprompt import modeling as M
 from endprompt import plotting
 from endprompt import rope as R
@@ -51,7 +53,7 @@ print(f"fast={FAST}, pairs per source={PAIRS}, grid points={POINTS}, figures -> 
 # frequency $\theta_0 = 1$ alone, so for them Eq. 3 gives no more smoothness than the unscaled model.
 
 # %%
-bandwidths = B.bandwidth_table(scales=SCALES)
+bandwidths = BT.bandwidth_table(scales=SCALES)
 print(bandwidths.pivot(index="rope_type", columns="s", values="sigma").to_string())
 plotting.save(plotting.plot_bandwidth(bandwidths), "01_bandwidth")
 
@@ -82,8 +84,8 @@ print(f"probed {q.shape[0]} query heads x {q.shape[1]} tokens, head_dim {HEAD_DI
 # PI stretches the whole curve; the other scalings keep its fastest oscillation.
 
 # %%
-configs = {t: B.study_scaling(t, 8, ORIGINAL) for t in ("none", "linear", "ntk", "yarn", "llama3")}
-curves = B.score_curves(sources["model q, k"][:1], configs, HEAD_DIM, max_distance=TARGET - 1, step=4 if FAST else 1)
+configs = {t: BT.study_scaling(t, 8, ORIGINAL) for t in ("none", "linear", "ntk", "yarn", "llama3")}
+curves = BT.score_curves(sources["model q, k"][:1], configs, HEAD_DIM, max_distance=TARGET - 1, step=4 if FAST else 1)
 plotting.save(plotting.plot_score_curves(curves), "01_score_curves")
 
 # %% [markdown]
@@ -92,7 +94,7 @@ plotting.save(plotting.plot_score_curves(curves), "01_score_curves")
 # $r_2 = \max|S''|/(\sigma^2\max|S|)$. The grid maximum of $|S|$ is below $\sup|S|$, so $r \le 1$ certifies the bound.
 
 # %%
-study = B.bernstein_study(sources, scales=SCALES, head_dim=HEAD_DIM, num_points=POINTS)
+study = BT.bernstein_study(sources, scales=SCALES, head_dim=HEAD_DIM, num_points=POINTS)
 summary = study.groupby(["source", "rope_type", "s"])[["ratio_1", "ratio_2"]].max().unstack("s")
 print(summary.round(3).to_string())
 violations = int(((study["ratio_1"] > 1) | (study["ratio_2"] > 1)).sum())
@@ -103,11 +105,11 @@ plotting.save(plotting.plot_ratio_distributions(study), "01_bernstein_ratios")
 # Equality for a single frequency: with only $\theta_0$ present, both ratios are 1 under PI with $\sigma = \theta_0/s$.
 
 # %%
-cfg = B.study_scaling("linear", 8, ORIGINAL)
+cfg = BT.study_scaling("linear", 8, ORIGINAL)
 inv_freq, _ = R.compute_inv_freq(cfg, HEAD_DIM)
 single = np.zeros((1, HEAD_DIM // 2), dtype=complex)
 single[0, 0] = 1.0
-one = B.bernstein_check(single, inv_freq, np.linspace(0, 2 * np.pi / inv_freq[0], 20001))
+one = pd.DataFrame(B.bernstein_check(single, inv_freq, np.linspace(0, 2 * np.pi / inv_freq[0], 20001)))
 print(one[["sigma", "ratio_1", "ratio_2"]].round(6).to_string(index=False))
 
 # %% [markdown]
@@ -116,7 +118,7 @@ print(one[["sigma", "ratio_1", "ratio_2"]].round(6).to_string(index=False))
 # extension.
 
 # %%
-coverage = B.coverage_table(samples=SAMPLES)
+coverage = BT.coverage_table(samples=SAMPLES)
 print(coverage.groupby("recipe", sort=False)["share_observed"].first().round(4).to_string())
 plotting.save(plotting.plot_coverage(coverage, TARGET), "01_distance_coverage")
 
@@ -127,7 +129,7 @@ plotting.save(plotting.plot_coverage(coverage, TARGET), "01_distance_coverage")
 # determined part.
 
 # %%
-ident = B.identifiability_table(samples=SAMPLES)
+ident = BT.identifiability_table(samples=SAMPLES)
 print(ident[["recipe", "rope_type", "head_dim", "rank_observed", "unexplained_gap", "amplification"]]
       .round(4).to_string(index=False))
 plotting.save(plotting.plot_identifiability(ident), "01_identifiability")

@@ -15,11 +15,14 @@ from endprompt.batching import (
     RECIPES,
     Collator,
     Recipe,
+    RecipeSpec,
     build_sample,
     full_doc_len,
     min_doc_len,
     pack_samples,
     packed_causal_mask,
+    recipe_position_ids,
+    register_recipe,
     tokenize_cues,
 )
 from tests.conftest import make_tokenizer, random_docs
@@ -181,7 +184,8 @@ def test_tokenized_cues(tokenizer):
 
 
 def test_errors_name_the_value_and_the_fix(tokenizer):
-    with pytest.raises(ValueError, match="unknown recipe 'endprompt-fixed'; valid recipes are: endprompt, "):
+    with pytest.raises(ValueError, match="recipe.name='endprompt-fixed' is not valid; choose one of: endprompt, .*"
+                                         "register_recipe"):
         Recipe(name="endprompt-fixed")
     with pytest.raises(ValueError, match=r"target_len=20 must exceed the physical length a \+ b = 16 \+ 4"):
         recipe("endprompt", target_len=20)
@@ -200,3 +204,74 @@ def test_errors_name_the_value_and_the_fix(tokenizer):
         recipe("endprompt", prompt_weight=0.0)
     with pytest.raises(ValueError, match="short_docs='drop' must be one of"):
         recipe("full", short_docs="drop")
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_layouts_match_the_builders(name):
+    r = recipe(name)
+    ids = recipe_position_ids(r, rng=0)
+    assert ids[0] == 0 and ids.max() <= 127 and np.all(np.diff(ids) >= 1)
+    assert len(ids) == r.physical_len == (128 if r.spec.physical_len is RECIPES["full"].physical_len else 20)
+    if name in ("endprompt", "endprompt-tail", "endprompt-pose"):
+        np.testing.assert_array_equal(ids[16:], np.arange(124, 128))
+
+
+def test_jump_target_option_drops_only_the_target_across_the_position_jump():
+    doc = random_docs(1, 100)[0]
+    for name in ("endprompt", "endprompt-tail", "endprompt-random", "endprompt-pose"):
+        kept = build_sample(doc, recipe(name), rng=0, cue_ids=CUES)
+        dropped = build_sample(doc, recipe(name, jump_target=False), rng=0, cue_ids=CUES)
+        jump = int(np.flatnonzero(kept.segment_ids == 2)[0])  # the first terminal token
+        assert kept.position_ids[jump] - kept.position_ids[jump - 1] > 1 or name == "endprompt-random"
+        assert kept.loss_weights[jump] > 0 and dropped.loss_weights[jump] == 0  # default: kept (PoSE keeps its own)
+        others = np.arange(len(kept)) != jump
+        np.testing.assert_array_equal(dropped.loss_weights[others], kept.loss_weights[others])
+        np.testing.assert_array_equal(dropped.input_ids, kept.input_ids)
+    for name in ("pose", "full"):  # no terminal segment: nothing to drop
+        assert np.array_equal(build_sample(doc, recipe(name, jump_target=False), rng=0).loss_weights,
+                              build_sample(doc, recipe(name), rng=0).loss_weights)
+    # the weighted loss then ignores that target: padded weight 0 at the first terminal position
+    batch = Collator(recipe("endprompt-tail", jump_target=False), pad_token_id=0)([doc])
+    assert batch["loss_weights"][0, 16] == 0 and batch["loss_weights"][0, 15] == 1 and batch["loss_weights"][0, 17] == 1
+
+
+def _continuation(doc, r, gen, prompt):
+    # the document's own continuation as the terminal segment: doc[:a] then doc[a:a+b], placed on [L-b, L-1]
+    body = doc[: min(r.a, len(doc) - r.b)]
+    return body, doc[len(body) : len(body) + r.b], P.endprompt_position_ids(len(body), r.b, r.target_len)
+
+
+@pytest.fixture
+def continuation_recipe():
+    ab = lambda r: r.a + r.b
+    spec = register_recipe("continuation", RecipeSpec(
+        cut=_continuation, physical_len=ab, full_doc_len=ab, sample_len=ab, min_doc_len=lambda r: r.b + 1,
+        check=lambda r: P.endprompt_position_ids(r.a, r.b, r.target_len) is None))
+    yield spec
+    del RECIPES["continuation"]
+
+
+def test_a_recipe_registered_outside_the_package_trains(continuation_recipe, tmp_path):
+    """Adding a recipe is one register_recipe call: batching, the data pipeline, the config and train() all take it."""
+    from endprompt.config import load_config
+    from endprompt.data import sample_len
+    from endprompt.train import train
+
+    r = recipe("continuation")
+    doc = np.arange(1000, 1300)
+    s = build_sample(doc, r, rng=0)
+    np.testing.assert_array_equal(s.input_ids, doc[:20])
+    np.testing.assert_array_equal(s.position_ids, P.endprompt_position_ids(16, 4, 128))
+    assert sample_len(r) == 20 and full_doc_len(r) == 20 and min_doc_len(r) == 5
+    np.testing.assert_array_equal(recipe_position_ids(r), s.position_ids)
+    with pytest.raises(ValueError, match=r"recipe 'continuation': target_len=20 must exceed"):
+        recipe("continuation", target_len=20)
+    cfg = load_config("tiny-cpu", overrides=[
+        "recipe.name=continuation", "recipe.a=100", "recipe.b=8", f"run.out_dir={tmp_path / 'run'}",
+        f"data.cache_dir={tmp_path / 'cache'}", "data.max_documents=20", "run.progress=false", "optim.max_steps=2",
+        "optim.micro_batch_size=2", "model.hidden_size=32", "run.save_every=0"])
+    result = train(cfg)
+    assert result.status == "completed" and result.steps == 2 and np.all(np.isfinite(result.losses))
+    assert result.tokens == 2 * 2 * 108  # two steps of two full-size samples of a + b tokens
+    with pytest.raises(TypeError, match="needs a RecipeSpec"):
+        register_recipe("bad", {"cut": _continuation})

@@ -127,7 +127,7 @@ def test_l3_no_violation_over_random_pairs(rope_type):
         sigma = B.bandwidth(cfg, 32, seq_len=4096 * s)
         d = np.arange(2048) * (0.05 / sigma)
         result = B.bernstein_check(B.random_coefficients(10_000, 32, rng), inv_freq, d, sigma)
-        assert len(result) == 10_000
+        assert len(result["pair"]) == 10_000
         assert result["ratio_1"].max() <= 1.0, (rope_type, s, result["ratio_1"].max())
         assert result["ratio_2"].max() <= 1.0, (rope_type, s, result["ratio_2"].max())
         assert result["ratio_1"].max() > 0.5  # not vacuous: a wrong sigma (theta_0 under PI) would give <= 1/s
@@ -142,11 +142,11 @@ def test_l3_equality_for_one_frequency_under_pi(s):
     c[0, 0] = 0.7 * np.exp(0.3j)  # only theta_0
     d = np.linspace(0, 2 * np.pi / inv_freq[0], 20_001)  # one full period
     result = B.bernstein_check(c, inv_freq, d, sigma=B.bandwidth(cfg, 32))
-    assert result["ratio_1"].iloc[0] == pytest.approx(1.0, abs=1e-6)
-    assert result["ratio_2"].iloc[0] == pytest.approx(1.0, abs=1e-6)
+    assert result["ratio_1"][0] == pytest.approx(1.0, abs=1e-6)
+    assert result["ratio_2"][0] == pytest.approx(1.0, abs=1e-6)
     wrong = B.bernstein_check(c, inv_freq, d, sigma=1.0)  # sigma = theta_0 ignores the interpolation
     if s > 1:
-        assert wrong["ratio_1"].iloc[0] == pytest.approx(1 / s, abs=1e-6)
+        assert wrong["ratio_1"][0] == pytest.approx(1 / s, abs=1e-6)
 
 
 def test_l3_lipschitz_corollary():
@@ -190,19 +190,28 @@ def test_l4_window_enclosure_for_rope_frequencies():
 # --- L5: distance sets ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", P.LAYOUTS)
+LAYOUTS = {  # pure layouts of endprompt.positions; the recipes' layouts are tested in test_bound_tables.py
+    "endprompt": lambda a, b, L, g: P.endprompt_position_ids(a, b, L),
+    "random": lambda a, b, L, g: P.random_endprompt_position_ids(a, b, L, g),
+    "endprompt-pose": lambda a, b, L, g: P.endprompt_pose_position_ids(P.pose_chunk_lengths(a, 3, g), b, L, g),
+    "pose": lambda a, b, L, g: P.pose_position_ids(P.pose_chunk_lengths(a + b, 2, g), L, g),
+    "full": lambda a, b, L, g: P.full_position_ids(L),
+}
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
 def test_l5_distance_sets_against_brute_force(name):
     a, b, L, samples = 12, 3, 60, 5
-    obs, gap = B.distance_sets(name, a, b, L, samples=samples, rng=7)
+    obs, gap = B.distance_sets(lambda g: LAYOUTS[name](a, b, L, g), L, samples=samples, rng=7)
     gen = np.random.default_rng(7)
     brute = set()
     for _ in range(samples):
-        ids = P.layout_position_ids(name, a, b, L, gen)
+        ids = LAYOUTS[name](a, b, L, gen)
         i, j = np.tril_indices(len(ids))
         brute |= set((ids[i] - ids[j]).tolist())
     as_set = lambda iv: {d for lo, hi in iv for d in range(lo, hi + 1)}
     assert as_set(obs) == brute and as_set(gap) == set(range(L)) - brute
-    if name in ("endprompt", "endprompt-tail"):
+    if name == "endprompt":
         eq8, eq9 = P.endprompt_distance_sets(a, b, L)
         np.testing.assert_array_equal(obs, eq8)
         np.testing.assert_array_equal(gap, eq9)
@@ -222,9 +231,12 @@ def test_l6_gram_is_exact():
 def test_l6_identifiability_properties():
     inv_freq, _ = R.compute_inv_freq(R.for_extension("linear", 512, 4096), 64)
     res = {}
-    for label, name, window, samples in [("short", "full", 532, 1), ("endprompt", "endprompt", None, 1),
-                                         ("pose", "pose", None, 64), ("full", "full", None, 1)]:
-        obs, gap = B.distance_sets(name, 512, 20, 4096, samples=samples, window=window)
+    layouts = {"short": (lambda g: P.full_position_ids(532), 1),
+               "endprompt": (lambda g: P.endprompt_position_ids(512, 20, 4096), 1),
+               "pose": (lambda g: P.pose_position_ids(P.pose_chunk_lengths(532, 2, g), 4096, g), 64),
+               "full": (lambda g: P.full_position_ids(4096), 1)}
+    for label, (layout, samples) in layouts.items():
+        obs, gap = B.distance_sets(layout, 4096, samples=samples)
         res[label] = B.identifiability(obs, gap, inv_freq)
         assert 0.0 <= res[label]["unexplained_gap"] <= 1.0
         assert res[label]["rank_observed"] <= 64
@@ -244,7 +256,7 @@ def test_snapshot():
     c = B.score_coefficients(np.arange(1.0, 9.0), np.linspace(-1, 1, 8), "half")
     S = B.score([0, 1, 65535], c, inv_freq, order=(0, 1, 2))[:, 0]
     np.testing.assert_allclose(S, SNAPSHOT_S, rtol=1e-9)
-    obs, gap = B.distance_sets("endprompt", 8192, 20, 65536)
+    obs, gap = B.distance_sets(lambda g: P.endprompt_position_ids(8192, 20, 65536), 65536)
     res = B.identifiability(obs, gap, R.compute_inv_freq(R.for_extension("linear", 8192, 65536), 16)[0])
     assert res["rank_observed"] == SNAPSHOT_ID["rank_observed"]
     assert res["amplification"] == pytest.approx(SNAPSHOT_ID["amplification"], rel=1e-6)

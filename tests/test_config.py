@@ -39,8 +39,10 @@ def test_yaml_round_trip(tmp_path):
 @pytest.mark.parametrize(("overrides", "message"), [
     (["recipe.name=yarn"], "recipe.name='yarn' is not valid; choose one of: endprompt, endprompt-tail"),
     (["rope.rope_type=pi"], "unknown rope.rope_type 'pi'; valid types are: default, dynamic, linear"),
-    (["recipe.target_len=250"], "recipe.target_len=250 must exceed model.original_len=256"),
-    (["recipe.a=2000", "recipe.b=48"], r"recipe.target_len=2048 must exceed the physical length a \+ b = 2000 \+ 48"),
+    (["recipe.a=100", "recipe.b=20", "recipe.target_len=250"],
+     "recipe.target_len=250 must exceed model.original_len=256"),
+    (["recipe.a=2000", "recipe.b=48"],
+     r"recipe 'endprompt': target_len=2048 must exceed the physical length a \+ b = 2000 \+ 48"),
     (["optim.lr=0"], "optim.lr must be > 0"),
     (["optim.max_steps=abc"], "optim.max_steps must be an integer, got 'abc'"),
     (["optim.nope=1"], r"unknown field\(s\) \['nope'\] in section 'optim'"),
@@ -67,3 +69,15 @@ def test_cli_dry_run_prints_config_and_launch_command():
     bad = subprocess.run([sys.executable, "-m", "endprompt.cli", "train", "--preset", "tiny-cpu", "--recipe", "x"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "recipe.name='x' is not valid" in bad.stderr
+
+
+def test_the_recipe_section_is_a_batching_recipe_validated_once():
+    from endprompt.batching import Recipe, recipe_position_ids
+
+    cfg = load_config("tiny-cpu", overrides=["recipe.jump_target=false", "recipe.s2_group_ratio=0.5"])
+    assert isinstance(cfg.recipe, Recipe) and cfg.recipe.jump_target is False and cfg.recipe.s2_group_ratio == 0.5
+    assert recipe_position_ids(cfg.recipe)[-1] == cfg.recipe.target_len - 1  # usable as is by batching
+    with pytest.raises(ValueError, match=r"recipe.s2_group_ratio must be in \(0, 1\], got 1.5"):
+        load_config("tiny-cpu", overrides=["recipe.s2_group_ratio=1.5"])
+    with pytest.raises(ValueError, match="recipe 'pose': target_len=2048 must exceed the PoSE window 4096"):
+        load_config("tiny-cpu", overrides=["recipe.name=pose", "recipe.window=4096"])

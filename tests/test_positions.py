@@ -184,14 +184,3 @@ def test_errors_name_the_value_and_the_fix():
         P.endprompt_position_ids(2.5, 1, 100)
     with pytest.raises(ValueError, match="exceeds target_len"):
         P.pose_position_ids([30, 30], 50)
-
-
-@pytest.mark.parametrize("name", P.LAYOUTS)
-def test_layout_by_name_matches_the_builders(name):
-    ids = P.layout_position_ids(name, 16, 4, 128, rng=0)
-    assert ids[0] == 0 and ids.max() <= 127 and np.all(np.diff(ids) >= 1)
-    assert len(ids) == (128 if name == "full" else 20)
-    if name.startswith("endprompt") and name != "endprompt-random":
-        np.testing.assert_array_equal(ids[16:], np.arange(124, 128))
-    with pytest.raises(ValueError, match="unknown layout 'yarn'; valid layouts are: endprompt, "):
-        P.layout_position_ids("yarn", 16, 4, 128)

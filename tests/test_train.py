@@ -10,7 +10,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 
 from endprompt import modeling as M
 from endprompt import rope as R
-from endprompt.config import TRAIN_RECIPES, load_config
+from endprompt.batching import RECIPES
+from endprompt.config import load_config
 from endprompt.train import TrainingDiverged, latest_checkpoint, train, weighted_cross_entropy
 
 
@@ -37,7 +38,7 @@ def test_weighted_cross_entropy_matches_the_definition():
     assert torch.isclose(total, expected) and weight == pytest.approx(1 + 0.1 + 0.1 + 1 + 1)
 
 
-@pytest.mark.parametrize("recipe", TRAIN_RECIPES)
+@pytest.mark.parametrize("recipe", list(RECIPES))
 def test_every_recipe_trains_two_steps(recipe, tmp_path, cache_dir):
     overrides = ["recipe.target_len=256"] if recipe == "pretrain" else []
     if recipe == "longlora":
