@@ -2,8 +2,8 @@
 
 EndPrompt (arXiv 2605.14589) keeps a short text at positions ``0..a-1`` and appends a short terminal segment whose
 positions end at the target length ``L``, with linear position interpolation. The submodules are imported lazily so
-that ``import endprompt`` (and the CLI) stays fast; ``endprompt.positions``, ``endprompt.rope`` and ``endprompt.bound``
-need only numpy.
+that ``import endprompt`` (and the CLI) stays fast; ``endprompt.positions`` and ``endprompt.rope`` need only numpy,
+``endprompt.bound`` numpy and scipy (its pandas tables are in ``endprompt.bound_tables``).
 """
 
 import importlib

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 
-def demo(out_dir: Path, samples: int = 256, seed: int = 0) -> None:
+def demo(out_dir: Path, samples: int = 256, seed: int = 0, steps: int | None = None) -> None:
     """Quick end-to-end check of the foundation at the paper's setting (a=8192, b=20, 8K -> 64K).
 
     1. For every recipe, the share of relative distances in [0, L-1] its samples expose (union over ``samples``
@@ -17,18 +17,19 @@ def demo(out_dir: Path, samples: int = 256, seed: int = 0) -> None:
     2. The bandwidth sigma (Eq. 3) of each RoPE scaling at s = 8.
     3. A tiny random Llama fed an EndPrompt batch with the collator's explicit mask: the terminal segment's logits
        change when the first token changes (it attends to the head across the position jump), and do not without it.
+    4. The tiny-cpu preset trained with EndPrompt (``steps``: only that many steps, on 64 documents: a smoke run).
     """
     import numpy as np
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from endprompt import bound
+    from endprompt import bound_tables
     from endprompt import rope as R
     from endprompt.batching import Collator, Recipe, model_inputs
 
     a, b, L, original = 8192, 20, 65536, 8192
     out_dir.mkdir(parents=True, exist_ok=True)
-    coverage = bound.coverage_table(("endprompt", "endprompt-tail", "endprompt-random", "endprompt-pose", "pose",
+    coverage = bound_tables.coverage_table(("endprompt", "endprompt-tail", "endprompt-random", "endprompt-pose", "pose",
                                      "full"), a, b, L, samples=samples, seed=seed)
     table = coverage.groupby("recipe", sort=False, as_index=False)["share_observed"].first()
     table.to_csv(out_dir / "coverage.csv", index=False)
@@ -66,7 +67,8 @@ def demo(out_dir: Path, samples: int = 256, seed: int = 0) -> None:
     from endprompt.config import load_config
     from endprompt.train import train
 
-    cfg = load_config("tiny-cpu", overrides=[f"run.out_dir={out_dir / 'tiny-endprompt'}", "run.resume=false"])
+    smoke = [f"optim.max_steps={steps}", "data.max_documents=64"] if steps else []
+    cfg = load_config("tiny-cpu", overrides=[f"run.out_dir={out_dir / 'tiny-endprompt'}", "run.resume=false", *smoke])
     print(f"\nTraining the tiny Llama with EndPrompt ({cfg.recipe.a} text tokens + end prompt at "
           f"{cfg.recipe.target_len - cfg.recipe.b}..{cfg.recipe.target_len - 1}, PI x8) on the built-in corpus:")
     result = train(cfg)
@@ -158,7 +160,7 @@ def eval_command(args) -> int:
 
 
 def reproduce_command(args) -> int:
-    from endprompt import plotting
+    from endprompt import plotting, study_tables
     from endprompt.reproduce import PRESETS, run_study
 
     if args.preset not in PRESETS:
@@ -175,8 +177,9 @@ def reproduce_command(args) -> int:
     table = run_study(cfg)
     # the committed study draws into figures/; other presets next to their own results
     fig_dir = None if cfg.name == "study" and not args.figures_in_out else Path(cfg.out_dir) / "figures"
-    paths = plotting.study_figures(table, cfg.L0, cfg.target_len, fig_dir, prefix=f"02_{cfg.name}")
-    summary = plotting.study_table(table, cfg.target_len)
+    paths = plotting.study_figures(study_tables.figure_tables(table, cfg.target_len), cfg.L0, cfg.target_len, fig_dir,
+                                   prefix=f"02_{cfg.name}")
+    summary = study_tables.study_table(table, cfg.target_len)
     print(summary.to_string(index=False))
     print(f"results: {cfg.out_dir}/results.csv; figures: {', '.join(str(p) for p in paths)}")
     return 0
@@ -189,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("results/quickcheck"))
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None, help="train only this many steps on 64 documents (smoke run)")
     p = sub.add_parser("train", help="train with a preset or YAML config (see endprompt/presets)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", help="a preset name: tiny-cpu, llama3-8b-64k, llama2-7b-64k, mistral-7b-64k")
@@ -225,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="the study preset: write figures next to the results, not into figures/")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        demo(args.out, args.samples, args.seed)
+        demo(args.out, args.samples, args.seed, args.steps)
         return
     if args.command == "train" and not args.preset and not args.config:
         parser.error("train needs --preset or --config")

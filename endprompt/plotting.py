@@ -1,6 +1,7 @@
 """Seaborn figures from endprompt's tidy DataFrames, in one style, saved under ``figures/``.
 
-Computation lives in the modules that return the DataFrames (`endprompt.bound`, evaluation); these functions only draw.
+Computation lives in the modules that return the DataFrames (`endprompt.bound_tables`, `endprompt.evaluate`,
+`endprompt.study_tables`); these functions only select rows, reshape and draw (seaborn draws means and intervals).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from endprompt.study_tables import AUX_METRICS, ok_rows
+
 __all__ = ["set_style", "figures_dir", "save", "plot_bandwidth", "plot_score_curves", "plot_ratio_distributions",
            "plot_coverage", "plot_identifiability", "plot_score_by_length", "plot_needle_heatmap", "plot_perplexity",
-           "plot_task_bars", "study_scores", "study_table", "study_figures"]
+           "plot_task_bars", "study_figures"]
 
 PALETTE = "colorblind"
 
@@ -123,24 +126,16 @@ def plot_identifiability(table: pd.DataFrame) -> plt.Figure:
 # --- evaluation -------------------------------------------------------------------------------------------------------
 
 
-AUX_METRICS = ("k_max", "digit_accuracy")
-"""Rows that are not a task score and stay out of the mean over tasks (passkey's effective length and digit score)."""
-
-
-def _ok(table: pd.DataFrame) -> pd.DataFrame:
-    return table[table["status"] == "ok"]
-
-
 def plot_score_by_length(table: pd.DataFrame, hue: str = "model", train_len: int | None = None,
                          target_len: int | None = None) -> plt.Figure:
     """Mean RULER-style score over tasks at each length, one line per ``hue`` (e.g. method), from `evaluate` rows.
 
     ``train_len`` and ``target_len`` draw the training and target lengths as vertical lines."""
     set_style()
-    data = _ok(table[table["suite"].isin(["ruler", "synthetic"])])
-    data = data.groupby([hue, "length"], as_index=False)["score"].mean()
+    data = ok_rows(table[table["suite"].isin(["ruler", "synthetic"])])
     fig, ax = plt.subplots(figsize=(7, 4))
-    sns.lineplot(data=data, x="length", y="score", hue=hue, style=hue, markers=True, dashes=False, ax=ax)
+    sns.lineplot(data=data, x="length", y="score", hue=hue, style=hue, markers=True, dashes=False, errorbar=None,
+                 ax=ax)
     for x, label in ((train_len, "training length"), (target_len, "target length")):
         if x:
             ax.axvline(x, color="0.5", ls=":", lw=1)
@@ -154,10 +149,12 @@ def plot_score_by_length(table: pd.DataFrame, hue: str = "model", train_len: int
 def plot_needle_heatmap(table: pd.DataFrame, model: str | None = None) -> plt.Figure:
     """Needle retrieval score over depth x length (rows of task "needle")."""
     set_style()
-    data = _ok(table[table["task"] == "needle"])
+    data = ok_rows(table[table["task"] == "needle"])
     if model is not None:
         data = data[data["model"] == model]
-    grid = data.pivot_table(index="depth", columns="length", values="score", aggfunc="mean")
+    if data["model"].nunique() > 1:
+        raise ValueError(f"the table holds {data['model'].nunique()} models; pass model= to draw one of them")
+    grid = data.pivot(index="depth", columns="length", values="score")  # one evaluation row per cell
     fig, ax = plt.subplots(figsize=(1.0 * grid.shape[1] + 2.5, 0.5 * grid.shape[0] + 1.5))
     sns.heatmap(grid, vmin=0, vmax=100, cmap="RdYlGn", annot=True, fmt=".0f", cbar_kws={"label": "score"}, ax=ax)
     ax.set(xlabel="context length (tokens)", ylabel="needle depth",
@@ -169,7 +166,7 @@ def plot_needle_heatmap(table: pd.DataFrame, model: str | None = None) -> plt.Fi
 def plot_perplexity(table: pd.DataFrame, hue: str = "model") -> plt.Figure:
     """Perplexity by length, one panel per form (truncated prefix / sliding window)."""
     set_style()
-    data = _ok(table[table["task"] == "perplexity"])
+    data = ok_rows(table[table["task"] == "perplexity"])
     g = sns.relplot(data=data, x="length", y="score", hue=hue, col="metric", kind="line", marker="o", height=3.4,
                     aspect=1.2, facet_kws={"sharey": False})
     for ax in g.axes.flat:
@@ -181,7 +178,7 @@ def plot_perplexity(table: pd.DataFrame, hue: str = "model") -> plt.Figure:
 def plot_task_bars(table: pd.DataFrame, length: int, hue: str = "model") -> plt.Figure:
     """Per-task scores at one length."""
     set_style()
-    data = _ok(table[(table["length"] == length) & table["suite"].isin(["ruler", "synthetic", "passkey", "mqar"])
+    data = ok_rows(table[(table["length"] == length) & table["suite"].isin(["ruler", "synthetic", "passkey", "mqar"])
                      & ~table["metric"].isin(AUX_METRICS)])
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * data["task"].nunique() + 2), 3.8))
     sns.barplot(data=data, x="task", y="score", hue=hue, ax=ax)
@@ -190,57 +187,7 @@ def plot_task_bars(table: pd.DataFrame, length: int, hue: str = "model") -> plt.
     return fig
 
 
-# --- the small-scale study (endprompt.reproduce) ----------------------------------------------------------------------
-
-RETRIEVAL_TASKS = ("passkey", "niah_single_1", "niah_multikey_2", "vt")
-
-
-def study_scores(table: pd.DataFrame) -> pd.DataFrame:
-    """Per method, seed and length: the mean retrieval score over the tasks that ran (passkey, niah, vt)."""
-    data = _ok(table[table["task"].isin(RETRIEVAL_TASKS) & ~table["metric"].isin(AUX_METRICS)])
-    return data.groupby(["method", "seed", "length"], as_index=False)["score"].mean()
-
-
-def passkey_digits(table: pd.DataFrame) -> pd.DataFrame:
-    """Per method, seed and length: passkey digit accuracy (`endprompt.evaluate.scoring.digit_accuracy`)."""
-    data = _ok(table[(table["task"] == "passkey") & (table["metric"] == "digit_accuracy")])
-    return data.groupby(["method", "seed", "length"], as_index=False)["score"].mean()
-
-
-def _ci(values: pd.Series) -> float:
-    from scipy import stats
-
-    n = values.count()
-    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-
-
-def study_table(table: pd.DataFrame, target_len: int) -> pd.DataFrame:
-    """The paper-style table: per method, the mean retrieval score at each length and on average (with the 95%
-    t-interval over seeds), passkey k_max, passkey digit accuracy (mean over lengths, and at the target), held-out
-    perplexity at the target, training cost."""
-    scores = study_scores(table)
-    wide = scores.pivot_table(index=["method", "seed"], columns="length", values="score").reset_index()
-    lengths = [c for c in wide.columns if isinstance(c, (int, np.integer))]
-    wide["avg"] = wide[lengths].mean(axis=1)
-    rows = []
-    for method, group in wide.groupby("method", sort=False):
-        row = {"method": method, "seeds": len(group)}
-        for col in [*lengths, "avg"]:
-            row[str(col)] = group[col].mean()
-        row["avg_ci95"] = _ci(group["avg"])
-        kmax = table[(table["method"] == method) & (table["metric"] == "k_max")]["score"]
-        row["passkey_k_max"] = kmax.mean() if len(kmax) else np.nan
-        digits = passkey_digits(table[table["method"] == method])
-        row["digits_avg"] = digits.groupby("seed")["score"].mean().mean() if len(digits) else np.nan
-        row[f"digits@{target_len}"] = digits[digits["length"] == target_len]["score"].mean()
-        ppl = table[(table["method"] == method) & (table["metric"] == "ppl_sliding") & (table["length"] == target_len)
-                    & (table["status"] == "ok")]["score"]
-        row[f"ppl@{target_len}"] = ppl.mean() if len(ppl) else np.nan
-        for col in ("train_tokens", "wall_time_s", "peak_memory_gb"):
-            if col in table:
-                row[col] = table[table["method"] == method][col].mean()
-        rows.append(row)
-    return pd.DataFrame(rows).sort_values("avg", ascending=False)
+# --- the small-scale study (tables from endprompt.study_tables) ------------------------------------------------------
 
 
 def _by_length(data: pd.DataFrame, L0: int, target_len: int, ylabel: str, percent: bool = True):
@@ -264,60 +211,53 @@ def _by_length(data: pd.DataFrame, L0: int, target_len: int, ylabel: str, percen
     return fig, ax
 
 
-def study_figures(table: pd.DataFrame, L0: int, target_len: int, out_dir=None, prefix: str = "02") -> list:
-    """Retrieval score, passkey digit accuracy and held-out perplexity by length per method, per-task scores at the
-    target, cost vs score, needle heatmaps; saved, paths returned."""
+def study_figures(tables: dict[str, pd.DataFrame], L0: int, target_len: int, out_dir=None,
+                  prefix: str = "02") -> list:
+    """Draw the study's tables (`endprompt.study_tables.figure_tables`): retrieval score, passkey digit accuracy and
+    held-out perplexity by length per method, per-task scores at the target, cost vs score, needle heatmaps; saved,
+    paths returned."""
     set_style()
     paths = []
-    scores = study_scores(table)
-    fig, ax = _by_length(scores, L0, target_len, "retrieval score (mean of tasks)")
+    fig, ax = _by_length(tables["scores"], L0, target_len, "retrieval score (mean of tasks)")
     paths.append(save(fig, f"{prefix}_score_by_length", out_dir))
 
-    digits = passkey_digits(table)
-    if len(digits):
+    if "digits" in tables:
+        digits = tables["digits"]
         fig, ax = _by_length(digits, L0, target_len, "passkey digit accuracy (%)")
         ax.axhline(10, color="0.6", ls="--", lw=1)
         ax.text(digits["length"].min(), 11, "chance", fontsize=8, color="0.4")
         paths.append(save(fig, f"{prefix}_passkey_digits_by_length", out_dir))
 
-    at = _ok(table[(table["length"] == target_len) & table["task"].isin(RETRIEVAL_TASKS)
-                   & (table["metric"] != "k_max")])
-    at = at.assign(task=np.where(at["metric"] == "digit_accuracy", "passkey (digits)", at["task"]))
-    grid = at.pivot_table(index="method", columns="task", values="score", aggfunc="mean")
-    fig, ax = plt.subplots(figsize=(1.3 * grid.shape[1] + 2.5, 0.45 * grid.shape[0] + 1.2))
-    sns.heatmap(grid, vmin=0, vmax=100, cmap="RdYlGn", annot=True, fmt=".0f", ax=ax, cbar_kws={"label": "score"})
-    ax.set(title=f"Per-task scores at the target length {target_len}", xlabel="", ylabel="")
-    paths.append(save(fig, f"{prefix}_tasks_at_target", out_dir))
+    if "tasks_at_target" in tables:
+        grid = tables["tasks_at_target"].pivot(index="method", columns="task", values="score")
+        fig, ax = plt.subplots(figsize=(1.3 * grid.shape[1] + 2.5, 0.45 * grid.shape[0] + 1.2))
+        sns.heatmap(grid, vmin=0, vmax=100, cmap="RdYlGn", annot=True, fmt=".0f", ax=ax, cbar_kws={"label": "score"})
+        ax.set(title=f"Per-task scores at the target length {target_len}", xlabel="", ylabel="")
+        paths.append(save(fig, f"{prefix}_tasks_at_target", out_dir))
 
-    if "wall_time_s" in table:
-        cost = table.groupby("method", as_index=False)[["wall_time_s", "train_tokens"]].mean()
-        # passkey digit accuracy where it was measured: at this scale exact-match scores are mostly 0 after extension
-        source, label = (digits, "passkey digit accuracy") if len(digits) else (scores, "retrieval score")
-        avg = source[source["length"] == target_len].groupby("method", as_index=False)["score"].mean()
-        merged = cost.merge(avg, on="method")
+    if "cost" in tables:
+        cost = tables["cost"]
         fig, ax = plt.subplots(figsize=(6.5, 4))
-        sns.scatterplot(data=merged, x="wall_time_s", y="score", hue="method", s=80, ax=ax, legend=False)
-        for _, r in merged.iterrows():
+        sns.scatterplot(data=cost, x="wall_time_s", y="score", hue="method", s=80, ax=ax, legend=False)
+        for _, r in cost.iterrows():
             ax.annotate(r["method"], (r["wall_time_s"], r["score"]), fontsize=7, xytext=(4, 3),
                         textcoords="offset points")
-        ax.set(xlabel="training wall time (s, matched token budget)", ylabel=f"{label} at {target_len}",
-               title="Cost vs score")
+        ax.set(xlabel="training wall time (s, matched token budget)",
+               ylabel=f"{cost['label'].iloc[0]} at {target_len}", title="Cost vs score")
         paths.append(save(fig, f"{prefix}_cost_vs_score", out_dir))
 
-    ppl = _ok(table[(table["task"] == "perplexity") & (table["metric"] == "ppl_sliding")])
-    if len(ppl):
-        fig, ax = _by_length(ppl, L0, target_len, "held-out perplexity (sliding window)", percent=False)
+    if "perplexity" in tables:
+        fig, ax = _by_length(tables["perplexity"], L0, target_len, "held-out perplexity (sliding window)",
+                             percent=False)
         ax.set(title="Perplexity by length")
         paths.append(save(fig, f"{prefix}_perplexity", out_dir))
 
-    needle = _ok(table[table["task"] == "needle"])
-    if len(needle):
-        g = sns.FacetGrid(needle, col="method", col_wrap=4, height=2.4, aspect=1.1)
+    if "needle" in tables:
+        g = sns.FacetGrid(tables["needle"], col="method", col_wrap=4, height=2.4, aspect=1.1)
 
         def draw(data, **kw):
-            m = data.pivot_table(index="depth", columns="length", values="score", aggfunc="mean")
-            sns.heatmap(m, vmin=0, vmax=100, cmap="RdYlGn", cbar=False, annot=True, fmt=".0f",
-                        annot_kws={"fontsize": 6})
+            sns.heatmap(data.pivot(index="depth", columns="length", values="score"), vmin=0, vmax=100,
+                        cmap="RdYlGn", cbar=False, annot=True, fmt=".0f", annot_kws={"fontsize": 6})
 
         g.map_dataframe(draw)
         g.set_titles("{col_name}")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from endprompt import plotting
+from endprompt import plotting, study_tables
 from endprompt.reproduce import PRESETS, base_scores, run_study
 
 FAST = os.environ.get("ENDPROMPT_FAST") == "1"
@@ -61,7 +61,7 @@ print(base_scores(table, cfg.L0).round(2).to_string(index=False))
 # training cost.
 
 # %%
-summary = plotting.study_table(table, cfg.target_len)
+summary = study_tables.study_table(table, cfg.target_len)
 print(summary.round(2).to_string(index=False))
 
 # %% [markdown]
@@ -70,7 +70,7 @@ print(summary.round(2).to_string(index=False))
 # perplexity still separate the methods.
 
 # %%
-digits = plotting.passkey_digits(table).pivot_table(index="method", columns="length", values="score")
+digits = study_tables.passkey_digits(table).pivot_table(index="method", columns="length", values="score")
 print(digits.round(1).to_string())
 ppl = table[(table["metric"] == "ppl_sliding") & (table["status"] == "ok")]
 print(ppl.pivot_table(index="method", columns="length", values="score").round(2).to_string())
@@ -80,7 +80,8 @@ print(ppl.pivot_table(index="method", columns="length", values="score").round(2)
 
 # %%
 out = None if not FAST else Path(cfg.out_dir)
-paths = plotting.study_figures(table, cfg.L0, cfg.target_len, out, prefix=f"02_{cfg.name}")
+paths = plotting.study_figures(study_tables.figure_tables(table, cfg.target_len), cfg.L0, cfg.target_len, out,
+                               prefix=f"02_{cfg.name}")
 print("\n".join(str(p) for p in paths))
 
 # %%

@@ -10,9 +10,19 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 from endprompt import bound as B
 from endprompt import positions as P
 from endprompt import rope as R
-
-RTOL = 1e-10  # float64 identities
-FD_RTOL = 1e-5  # central finite differences, step 1e-4
+from tests.tolerances import (
+    FD2_TOL,
+    FD_ATOL,
+    FD_RTOL,
+    FD_STEP,
+    FLOAT64_RTOL,
+    GRAM_ATOL,
+    GRID_MAX_ATOL,
+    IDENTITY_RTOL,
+    ROUNDOFF,
+    SNAPSHOT_RTOL,
+    SUM_TOL,
+)
 
 SCALINGS = ["linear", "ntk", "dynamic", "yarn", "llama3"]
 SCALES = [1, 2, 4, 8, 16]
@@ -74,11 +84,11 @@ def test_l1_score_equals_the_rope_dot_product(rope_type):
     dots = (q_rot * k_rot).sum(-1)[0, 0].numpy()
     d = np.array([a - b for a, b in pairs])
     S = B.score(d, B.score_coefficients(q, k, "half", attention_factor=af), inv_freq)[0]
-    np.testing.assert_allclose(S, dots, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(S, dots, rtol=SUM_TOL, atol=SUM_TOL)
     # interleaved convention, with explicit 2x2 rotations
     dots = [rotate_interleaved(q, a, inv_freq) @ rotate_interleaved(k, b, inv_freq) for a, b in pairs]
     S = B.score(d, B.score_coefficients(q, k, "interleaved"), inv_freq)[0]
-    np.testing.assert_allclose(S, dots, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(S, dots, rtol=SUM_TOL, atol=SUM_TOL)
 
 
 def test_l1_derivatives_against_finite_differences_and_autograd():
@@ -86,10 +96,10 @@ def test_l1_derivatives_against_finite_differences_and_autograd():
     c = B.random_coefficients(4, 32, rng=2)
     d = np.array([0.0, 1.5, 100.25, 30000.0])
     S, S1, S2 = B.score(d, c, inv_freq, order=(0, 1, 2))
-    eps = 1e-4
+    eps = FD_STEP
     Sp, Sm = B.score(d + eps, c, inv_freq), B.score(d - eps, c, inv_freq)
-    np.testing.assert_allclose(S1, (Sp - Sm) / (2 * eps), rtol=FD_RTOL, atol=1e-6)
-    np.testing.assert_allclose(S2, (Sp - 2 * S + Sm) / eps**2, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(S1, (Sp - Sm) / (2 * eps), rtol=FD_RTOL, atol=FD_ATOL)
+    np.testing.assert_allclose(S2, (Sp - 2 * S + Sm) / eps**2, rtol=FD2_TOL, atol=FD2_TOL)
     # autograd through an independent torch expression of Eq. 1
     alpha, beta = torch.from_numpy(c.real), torch.from_numpy(c.imag)
     th = torch.from_numpy(inv_freq)
@@ -99,8 +109,8 @@ def test_l1_derivatives_against_finite_differences_and_autograd():
         for p in range(len(c)):
             (g,) = torch.autograd.grad(s[p], x, create_graph=True, retain_graph=True)
             (g2,) = torch.autograd.grad(g, x, retain_graph=True)
-            assert g.item() == pytest.approx(S1[p, i], rel=RTOL, abs=1e-9)
-            assert g2.item() == pytest.approx(S2[p, i], rel=RTOL, abs=1e-9)
+            assert g.item() == pytest.approx(S1[p, i], rel=IDENTITY_RTOL, abs=SUM_TOL)
+            assert g2.item() == pytest.approx(S2[p, i], rel=IDENTITY_RTOL, abs=SUM_TOL)
 
 
 # --- L2 and L3: bandwidth and Bernstein's inequality ------------------------------------------------------------------
@@ -113,7 +123,7 @@ def test_l2_sigma_agrees_with_rope(s):
         inv_freq, _ = R.compute_inv_freq(cfg, 64, seq_len=4096 * s)
         assert B.bandwidth(cfg, 64, seq_len=4096 * s) == inv_freq.max()
         expected = 1 / s if rope_type == "linear" else 1.0  # only PI lowers theta_0
-        assert B.bandwidth(cfg, 64, seq_len=4096 * s) == pytest.approx(expected, rel=1e-12), (rope_type, s)
+        assert B.bandwidth(cfg, 64, seq_len=4096 * s) == pytest.approx(expected, rel=FLOAT64_RTOL), (rope_type, s)
 
 
 @pytest.mark.parametrize("rope_type", SCALINGS)
@@ -142,11 +152,11 @@ def test_l3_equality_for_one_frequency_under_pi(s):
     c[0, 0] = 0.7 * np.exp(0.3j)  # only theta_0
     d = np.linspace(0, 2 * np.pi / inv_freq[0], 20_001)  # one full period
     result = B.bernstein_check(c, inv_freq, d, sigma=B.bandwidth(cfg, 32))
-    assert result["ratio_1"][0] == pytest.approx(1.0, abs=1e-6)
-    assert result["ratio_2"][0] == pytest.approx(1.0, abs=1e-6)
+    assert result["ratio_1"][0] == pytest.approx(1.0, abs=GRID_MAX_ATOL)
+    assert result["ratio_2"][0] == pytest.approx(1.0, abs=GRID_MAX_ATOL)
     wrong = B.bernstein_check(c, inv_freq, d, sigma=1.0)  # sigma = theta_0 ignores the interpolation
     if s > 1:
-        assert wrong["ratio_1"][0] == pytest.approx(1 / s, abs=1e-6)
+        assert wrong["ratio_1"][0] == pytest.approx(1 / s, abs=GRID_MAX_ATOL)
 
 
 def test_l3_lipschitz_corollary():
@@ -157,7 +167,7 @@ def test_l3_lipschitz_corollary():
     sigma = inv_freq.max()
     sup = np.abs(S).max(axis=1, keepdims=True)  # <= sup|S|: a conservative check
     steps = np.abs(np.diff(S, axis=1))  # |S(d+h) - S(d)| <= sigma h sup|S|
-    assert np.all(steps <= sigma * 0.5 * sup + 1e-12)
+    assert np.all(steps <= sigma * 0.5 * sup + ROUNDOFF)
 
 
 # --- L4: enclosure of the supremum ------------------------------------------------------------------------------------
@@ -171,7 +181,7 @@ def test_l4_whole_line_enclosure_for_a_periodic_score():
         h = 2 * np.pi / N
         lower, upper = B.sup_enclosure(B.score(np.arange(N) * h, c, theta), h, sigma=5.0, whole_line=True)
         fine = np.abs(B.score(np.linspace(0, 2 * np.pi, 200_001), c, theta)).max(axis=1)
-        assert np.all(lower <= fine + 1e-12) and np.all(fine <= upper + 1e-12), N
+        assert np.all(lower <= fine + ROUNDOFF) and np.all(fine <= upper + ROUNDOFF), N
     with pytest.raises(ValueError, match="sigma\\*h < 2"):
         B.sup_enclosure(np.ones((1, 3)), h=1.0, sigma=2.0, whole_line=True)
 
@@ -183,8 +193,8 @@ def test_l4_window_enclosure_for_rope_frequencies():
     coarse = B.score(np.arange(0, 4096 + h, h), c, inv_freq)
     lower, upper = B.sup_enclosure(coarse, h, sigma, amplitude=np.abs(c).sum(axis=1))
     fine = np.abs(B.score(np.linspace(0, 4096, 400_001), c, inv_freq)).max(axis=1)
-    assert np.all(lower <= fine + 1e-12) and np.all(fine <= upper + 1e-12)
-    assert np.all(upper <= np.abs(c).sum(axis=1) + 1e-12)
+    assert np.all(lower <= fine + ROUNDOFF) and np.all(fine <= upper + ROUNDOFF)
+    assert np.all(upper <= np.abs(c).sum(axis=1) + ROUNDOFF)
 
 
 # --- L5: distance sets ------------------------------------------------------------------------------------------------
@@ -225,7 +235,7 @@ def test_l6_gram_is_exact():
     intervals = [(0, 30), (100, 180), (5000, 5003)]
     d = np.concatenate([np.arange(lo, hi + 1) for lo, hi in intervals])
     basis = np.concatenate([np.cos(d[:, None] * theta), np.sin(d[:, None] * theta)], axis=1)  # (N, 2J)
-    np.testing.assert_allclose(B.gram(intervals, theta), basis.T @ basis, rtol=1e-9, atol=1e-8)
+    np.testing.assert_allclose(B.gram(intervals, theta), basis.T @ basis, rtol=SUM_TOL, atol=GRAM_ATOL)
 
 
 def test_l6_identifiability_properties():
@@ -245,7 +255,7 @@ def test_l6_identifiability_properties():
     assert res["short"]["unexplained_gap"] > res["endprompt"]["unexplained_gap"] > res["pose"]["unexplained_gap"]
     # a gap the observed set sees completely: observations on [0, 200] determine a 2-frequency score everywhere
     two = B.identifiability([(0, 200)], [(201, 5000)], np.array([1.0, 0.1]))
-    assert two["rank_observed"] == 4 and two["unexplained_gap"] < 1e-12 and two["amplification"] > 1.0
+    assert two["rank_observed"] == 4 and two["unexplained_gap"] < ROUNDOFF and two["amplification"] > 1.0
 
 
 # --- numerical snapshot -----------------------------------------------------------------------------------------------
@@ -255,11 +265,11 @@ def test_snapshot():
     inv_freq, _ = R.compute_inv_freq(R.for_extension("linear", 8192, 65536), 8)
     c = B.score_coefficients(np.arange(1.0, 9.0), np.linspace(-1, 1, 8), "half")
     S = B.score([0, 1, 65535], c, inv_freq, order=(0, 1, 2))[:, 0]
-    np.testing.assert_allclose(S, SNAPSHOT_S, rtol=1e-9)
+    np.testing.assert_allclose(S, SNAPSHOT_S, rtol=SUM_TOL)
     obs, gap = B.distance_sets(lambda g: P.endprompt_position_ids(8192, 20, 65536), 65536)
     res = B.identifiability(obs, gap, R.compute_inv_freq(R.for_extension("linear", 8192, 65536), 16)[0])
     assert res["rank_observed"] == SNAPSHOT_ID["rank_observed"]
-    assert res["amplification"] == pytest.approx(SNAPSHOT_ID["amplification"], rel=1e-6)
+    assert res["amplification"] == pytest.approx(SNAPSHOT_ID["amplification"], rel=SNAPSHOT_RTOL)
 
 
 # S, S', S'' at d = 0, 1, 65535 for q = 1..8, k = linspace(-1, 1, 8), PI s = 8, head_dim 8 (S(0) = q . k = 12)

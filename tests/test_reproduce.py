@@ -1,5 +1,5 @@
 """endprompt.reproduce: the smoke preset runs the whole study end to end (base, extensions, training-free scalings,
-evaluation) and produces a well-formed table and figures; the mixture builds fixed-length documents."""
+evaluation) and produces a well-formed table and figures; the arms are typed configurations with matched budgets."""
 
 from dataclasses import replace
 
@@ -7,32 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from endprompt import plotting
-from endprompt.mixture import build_mixture, parse_mixture, synthetic_document
-from endprompt.reproduce import PRESETS, StudyConfig, base_scores, run_study
-from endprompt.tokenizer import byte_tokenizer
-
-TOK = byte_tokenizer()
-
-
-def test_mixture_documents_are_fixed_length_with_examples_of_varying_place_and_size(tmp_path):
-    for kind in ("passkey", "niah", "vt", "mqar"):
-        doc = synthetic_document(kind, 256, TOK, [0, 1])
-        assert len(doc) == 256, kind
-    ends = []
-    for seed in range(40):
-        text = TOK.decode(synthetic_document("passkey", 256, TOK, [seed]))
-        key = text.split("The pass key is ")[1][:5]
-        answer = f"What is the pass key? The pass key is {key}."
-        assert text.count(answer) == 1 and text.count(f"{key} is the pass key.") == 1
-        ends.append(text.index(answer) + len(answer))
-    # the answer must not sit at a fixed place (a base learns the place instead of the retrieval)
-    assert min(ends) < 160 and max(ends) > 230 and np.std(ends) > 20
-    corpus = build_mixture("mixture:natural=1,passkey=1", TOK, 128, 50, cache_dir=str(tmp_path), progress=False)
-    assert len(corpus) == 50 and all(len(corpus.doc(i)) == 128 for i in range(50))
-    assert sum(corpus.meta["kinds"].values()) == 50
-    with pytest.raises(ValueError, match="unknown mixture component 'code'"):
-        parse_mixture("mixture:code=1")
+from endprompt import plotting, study_tables
+from endprompt.reproduce import PRESETS, TRAINED, StudyConfig, base_scores, extension_config, run_study
 
 
 def test_smoke_study_end_to_end(tmp_path):
@@ -50,9 +26,10 @@ def test_smoke_study_end_to_end(tmp_path):
     # matched budgets: every trained method saw the same number of physical tokens (up to one batch)
     assert trained["train_tokens"].max() <= 1.5 * trained["train_tokens"].min()
     assert len(base_scores(table, cfg.L0)) > 0
-    summary = plotting.study_table(table, cfg.target_len)
+    summary = study_tables.study_table(table, cfg.target_len)
     assert set(summary["method"]) == set(table["method"]) and np.isfinite(summary["avg"]).all()
-    paths = plotting.study_figures(table, cfg.L0, cfg.target_len, tmp_path / "figs", prefix="smoke")
+    paths = plotting.study_figures(study_tables.figure_tables(table, cfg.target_len), cfg.L0, cfg.target_len,
+                                   tmp_path / "figs", prefix="smoke")
     assert {p.stem for p in paths} >= {"smoke_score_by_length", "smoke_tasks_at_target", "smoke_cost_vs_score",
                                         "smoke_needle"}
     # an interrupted or repeated study continues from its completed runs: nothing is trained or evaluated again
@@ -69,3 +46,20 @@ def test_smoke_study_end_to_end(tmp_path):
 def test_bad_study_config():
     with pytest.raises(ValueError, match="unknown methods \\['yarn2'\\]"):
         StudyConfig(methods=("yarn2",))
+
+
+def test_every_trained_arm_is_a_typed_config_with_a_matched_budget(tmp_path):
+    cfg = PRESETS["study"]
+    tokens = {}
+    for method in TRAINED:
+        train_cfg = extension_config(cfg, method, tmp_path / "base", 1, tmp_path / method)
+        r = train_cfg.recipe
+        assert r.target_len == cfg.target_len and train_cfg.model.original_len == cfg.L0
+        assert train_cfg.model.path == str(tmp_path / "base") and train_cfg.run.seed == 1
+        assert r.physical_len == (cfg.target_len if method in ("full", "longlora") else cfg.L0)
+        assert r.b == (cfg.b_cue if r.spec.uses_cues else cfg.b_tail)
+        tokens[method] = train_cfg.optim.max_steps * train_cfg.optim.micro_batch_size * r.physical_len
+    assert max(tokens.values()) <= 1.01 * min(tokens.values()) and abs(tokens["endprompt"] - cfg.ext_tokens) < 4096
+    one = extension_config(cfg, "endprompt-end", tmp_path, 0, tmp_path)
+    assert one.recipe.cues == ("End.",) and one.recipe.name == "endprompt"
+    assert extension_config(cfg, "longlora", tmp_path, 0, tmp_path).optim.lr == 2e-3

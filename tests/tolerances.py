@@ -6,3 +6,22 @@ ROPE_RTOL = 2e-6
 LOGITS_ATOL = 1e-5
 # "this change must show in the logits": differences below this count as no change
 LOGITS_CHANGED = 1e-4
+
+# float64: one closed form against another written the same way (a few roundings apart)
+FLOAT64_RTOL = 1e-12
+# float64: slack of an inequality checked on computed values (bound <= value + ROUNDOFF)
+ROUNDOFF = 1e-12
+# float64: an identity reached by two different computations (autograd vs the closed-form derivative)
+IDENTITY_RTOL = 1e-10
+# float64: sums of tens to thousands of terms against another summation order (RoPE score vs rotated dot products,
+# the Gram's closed form vs an explicit basis, a stored snapshot); GRAM_ATOL for Gram entries of ~1e4 summands
+SUM_TOL = 1e-9
+GRAM_ATOL = 1e-8
+# central finite differences at step FD_STEP: O(step^2) truncation, O(eps/step) and O(eps/step^2) cancellation
+FD_STEP = 1e-4
+FD_RTOL, FD_ATOL = 1e-5, 1e-6  # first derivative
+FD2_TOL = 1e-3  # second derivative (rtol and atol)
+# the maximum of a sinusoid sampled on 20,001 points of one period: within (pi/20000)^2/2 ~ 1.2e-8 of the true one
+GRID_MAX_ATOL = 1e-6
+# a stored eigenvalue-based snapshot (LAPACK's results move in the last digits between BLAS builds)
+SNAPSHOT_RTOL = 1e-6

@@ -1,0 +1,97 @@
+"""Statistics of the small-scale study (`endprompt.reproduce`): tidy tables from its ``results.csv`` rows.
+
+The paper-style summary (`study_table`, with 95% t-intervals over seeds) and the per-figure tables that
+`endprompt.plotting.study_figures` draws (`figure_tables`). Everything here computes; plotting only draws.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["RETRIEVAL_TASKS", "AUX_METRICS", "ok_rows", "study_scores", "passkey_digits", "ci95", "study_table",
+           "figure_tables"]
+
+RETRIEVAL_TASKS = ("passkey", "niah_single_1", "niah_multikey_2", "vt")
+AUX_METRICS = ("k_max", "digit_accuracy")
+"""Rows that are not a task score and stay out of the mean over tasks (passkey's effective length and digit score)."""
+
+
+def ok_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose evaluation ran (``status == "ok"``)."""
+    return table[table["status"] == "ok"]
+
+
+def study_scores(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method, seed and length: the mean retrieval score over the tasks that ran (passkey, niah, vt)."""
+    data = ok_rows(table[table["task"].isin(RETRIEVAL_TASKS) & ~table["metric"].isin(AUX_METRICS)])
+    return data.groupby(["method", "seed", "length"], as_index=False)["score"].mean()
+
+
+def passkey_digits(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method, seed and length: passkey digit accuracy (`endprompt.evaluate.scoring.digit_accuracy`)."""
+    data = ok_rows(table[(table["task"] == "passkey") & (table["metric"] == "digit_accuracy")])
+    return data.groupby(["method", "seed", "length"], as_index=False)["score"].mean()
+
+
+def ci95(values: pd.Series) -> float:
+    """Half-width of the 95% Student-t interval of the mean (NaN for fewer than two values)."""
+    from scipy import stats
+
+    n = values.count()
+    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+
+
+def study_table(table: pd.DataFrame, target_len: int) -> pd.DataFrame:
+    """The paper-style table: per method, the mean retrieval score at each length and on average (with the 95%
+    t-interval over seeds), passkey k_max, passkey digit accuracy (mean over lengths, and at the target), held-out
+    perplexity at the target, training cost."""
+    scores = study_scores(table)
+    wide = scores.pivot_table(index=["method", "seed"], columns="length", values="score").reset_index()
+    lengths = [c for c in wide.columns if isinstance(c, (int, np.integer))]
+    wide["avg"] = wide[lengths].mean(axis=1)
+    rows = []
+    for method, group in wide.groupby("method", sort=False):
+        row = {"method": method, "seeds": len(group)}
+        for col in [*lengths, "avg"]:
+            row[str(col)] = group[col].mean()
+        row["avg_ci95"] = ci95(group["avg"])
+        kmax = table[(table["method"] == method) & (table["metric"] == "k_max")]["score"]
+        row["passkey_k_max"] = kmax.mean() if len(kmax) else np.nan
+        digits = passkey_digits(table[table["method"] == method])
+        row["digits_avg"] = digits.groupby("seed")["score"].mean().mean() if len(digits) else np.nan
+        row[f"digits@{target_len}"] = digits[digits["length"] == target_len]["score"].mean()
+        ppl = ok_rows(table[(table["method"] == method) & (table["metric"] == "ppl_sliding")
+                            & (table["length"] == target_len)])["score"]
+        row[f"ppl@{target_len}"] = ppl.mean() if len(ppl) else np.nan
+        for col in ("train_tokens", "wall_time_s", "peak_memory_gb"):
+            if col in table:
+                row[col] = table[table["method"] == method][col].mean()
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("avg", ascending=False)
+
+
+def figure_tables(table: pd.DataFrame, target_len: int) -> dict[str, pd.DataFrame]:
+    """The tables `endprompt.plotting.study_figures` draws, by name.
+
+    ``scores`` and ``digits`` (per method, seed, length; the figures draw their 95% interval over seeds),
+    ``tasks_at_target`` (mean score per method and task at the target; digit accuracy as task "passkey (digits)"),
+    ``cost`` (mean wall time and tokens per method with the score at the target: digit accuracy where measured, as
+    exact-match scores are mostly 0 after extension at this scale; column ``label`` names it), ``perplexity``
+    (held-out sliding-window rows), ``needle`` (mean per method, depth and length). Empty tables are left out.
+    """
+    scores, digits = study_scores(table), passkey_digits(table)
+    out = {"scores": scores, "digits": digits}
+    at = ok_rows(table[(table["length"] == target_len) & table["task"].isin(RETRIEVAL_TASKS)
+                       & (table["metric"] != "k_max")])
+    at = at.assign(task=np.where(at["metric"] == "digit_accuracy", "passkey (digits)", at["task"]))
+    out["tasks_at_target"] = at.groupby(["method", "task"], as_index=False)["score"].mean()
+    if "wall_time_s" in table:
+        cost = table.groupby("method", as_index=False)[["wall_time_s", "train_tokens"]].mean()
+        source, label = (digits, "passkey digit accuracy") if len(digits) else (scores, "retrieval score")
+        avg = source[source["length"] == target_len].groupby("method", as_index=False)["score"].mean()
+        out["cost"] = cost.merge(avg, on="method").assign(label=label)
+    out["perplexity"] = ok_rows(table[(table["task"] == "perplexity") & (table["metric"] == "ppl_sliding")])
+    needle = ok_rows(table[table["task"] == "needle"])
+    out["needle"] = needle.groupby(["method", "depth", "length"], as_index=False)["score"].mean()
+    return {name: frame for name, frame in out.items() if len(frame)}

@@ -1,0 +1,55 @@
+"""endprompt.cli: the demo and the reproduce command end to end at smoke size, and bad input as exit code 2."""
+
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from endprompt.cli import main
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """One working directory for the module, so the corpus caches (``cache/`` by default) are built once."""
+    return tmp_path_factory.mktemp("cli")
+
+
+def test_help_is_instant_and_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "endprompt.cli", "--help"], capture_output=True, text=True, check=True)
+    for command in ("demo", "train", "eval", "reproduce"):
+        assert command in out.stdout
+
+
+def test_demo_at_smoke_size(workdir, monkeypatch, capsys):
+    monkeypatch.chdir(workdir)
+    main(["demo", "--out", "demo", "--samples", "2", "--steps", "2"])
+    out = capsys.readouterr().out
+    coverage = pd.read_csv(workdir / "demo" / "coverage.csv").set_index("recipe")["share_observed"]
+    assert coverage["full"] == 1.0 and 0 < coverage["endprompt"] < coverage["pose"] < 1
+    assert "with the collator's mask" in out and "2 steps, loss" in out
+    assert (workdir / "demo" / "tiny-endprompt" / "final" / "config.json").exists()
+
+
+def test_reproduce_command_at_smoke_size(workdir, monkeypatch, capsys):
+    monkeypatch.chdir(workdir)
+    with pytest.raises(SystemExit) as done:
+        main(["reproduce", "--preset", "smoke", "--out", "smoke", "--methods", "pi"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    table = pd.read_csv(workdir / "smoke" / "results.csv")
+    assert set(table["method"]) == {"base", "pi"} and (table[table["status"] == "ok"]["score"].notna()).all()
+    assert "passkey_k_max" in out and (workdir / "smoke" / "figures" / "02_smoke_score_by_length.png").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["reproduce", "--preset", "huge"], "unknown study preset 'huge'; presets are: demo, study, smoke"),
+    (["reproduce", "--preset", "smoke", "--methods", "yarn2"], r"unknown methods \['yarn2'\]"),
+    (["train", "--preset", "tiny-cpu", "--set", "recipe.name=nope"], "recipe.name='nope' is not valid"),
+])
+def test_bad_input_exits_2_naming_the_value(argv, message, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2
+    assert re.search(message, capsys.readouterr().err)

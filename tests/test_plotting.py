@@ -1,0 +1,114 @@
+"""endprompt.plotting: every figure function draws from a small hand-made table and writes a PNG; plotting computes
+no statistics and stands below training and the study."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from endprompt import plotting  # noqa: E402
+from endprompt.study_tables import figure_tables  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def written(fig, name, out) -> Path:
+    path = plotting.save(fig, name, out)
+    assert path.read_bytes()[:8] == PNG and path.stat().st_size > 2000, name
+    return path
+
+
+def eval_table() -> pd.DataFrame:
+    """Rows shaped like `endprompt.evaluate.evaluate`'s, for two models."""
+    rows = []
+    for model in ("a", "b"):
+        for length in (256, 512, 1024):
+            for task, suite, metric in [("niah_single_1", "synthetic", "string_match_all"),
+                                        ("vt", "synthetic", "string_match_all"),
+                                        ("passkey", "passkey", "exact_match"), ("passkey", "passkey", "k_max"),
+                                        ("ppl", "perplexity", "ppl_sliding"), ("ppl", "perplexity", "ppl_truncated")]:
+                score = 5.0 + length / 100 if suite == "perplexity" else 100.0 * (length <= 512)
+                rows.append({"model": model, "suite": suite, "task": "perplexity" if task == "ppl" else task,
+                             "length": length, "metric": metric, "score": score, "n": 2, "status": "ok",
+                             "reason": "", "depth": np.nan})
+            for depth in (0.0, 0.5, 1.0):
+                rows.append({"model": model, "suite": "needle", "task": "needle", "length": length,
+                             "metric": "string_match_all", "score": 100.0 * depth, "n": 1, "status": "ok",
+                             "reason": "", "depth": depth})
+    rows.append({**rows[0], "status": "error", "score": np.nan})  # a failed row is drawn nowhere
+    return pd.DataFrame(rows)
+
+
+def study_results() -> pd.DataFrame:
+    """Rows shaped like `endprompt.reproduce`'s results.csv: two methods, two seeds."""
+    table = eval_table()
+    frames = []
+    for seed in (0, 1):
+        for method, model in (("endprompt", "a"), ("pi", "b")):
+            trained = method != "pi"
+            part = table[table["model"] == model].assign(seed=seed, method=method, train_tokens=1000 * trained,
+                                                          wall_time_s=10.0 * trained + seed, peak_memory_gb=0.1)
+            frames.append(part)
+    out = pd.concat(frames, ignore_index=True)
+    digits = out[out["metric"] == "exact_match"].assign(metric="digit_accuracy", score=60.0)
+    return pd.concat([out, digits], ignore_index=True)
+
+
+def test_theory_figures(tmp_path):
+    bandwidth = pd.DataFrame({"rope_type": ["linear"] * 2 + ["yarn"] * 2, "s": [2, 4, 2, 4],
+                              "sigma": [0.5, 0.25, 1.0, 1.0]})
+    written(plotting.plot_bandwidth(bandwidth), "bandwidth", tmp_path)
+    d = np.arange(0, 100)
+    curves = pd.concat([pd.DataFrame({"config": c, "pair": 0, "distance": d, "normalized_score": np.cos(d / k)})
+                        for c, k in (("none", 1), ("linear", 8))])
+    written(plotting.plot_score_curves(curves), "curves", tmp_path)
+    ratios = pd.DataFrame({"source": ["random"] * 4 + ["model"] * 4, "rope_type": ["linear", "yarn"] * 4,
+                           "s": [2, 2, 4, 4] * 2, "ratio_1": np.linspace(0.5, 1, 8), "ratio_2": np.linspace(0.2, 1, 8)})
+    written(plotting.plot_ratio_distributions(ratios), "ratios", tmp_path)
+    coverage = pd.DataFrame({"recipe": ["endprompt", "endprompt", "full"], "lo": [0, 900, 0], "hi": [99, 1023, 1023],
+                             "share_observed": [0.22, 0.22, 1.0]})
+    written(plotting.plot_coverage(coverage, 1024), "coverage", tmp_path)
+    ident = pd.DataFrame({"recipe": ["short", "endprompt"] * 2, "rope_type": ["linear"] * 2 + ["yarn"] * 2,
+                          "head_dim": 64, "unexplained_gap": [0.9, 0.5, 0.8, 0.4], "amplification": [3.0, 80, 2, 40],
+                          "gap": [100, 50, 100, 50]})
+    written(plotting.plot_identifiability(ident), "ident", tmp_path)
+
+
+def test_evaluation_figures(tmp_path):
+    table = eval_table()
+    written(plotting.plot_score_by_length(table, hue="model", train_len=256, target_len=1024), "score", tmp_path)
+    written(plotting.plot_needle_heatmap(table, model="a"), "needle", tmp_path)
+    written(plotting.plot_perplexity(table), "ppl", tmp_path)
+    written(plotting.plot_task_bars(table, 512), "bars", tmp_path)
+    with pytest.raises(ValueError, match="the table holds 2 models; pass model="):
+        plotting.plot_needle_heatmap(table)
+
+
+def test_study_figures_draw_the_study_tables(tmp_path):
+    tables = figure_tables(study_results(), target_len=1024)
+    assert set(tables) == {"scores", "digits", "tasks_at_target", "cost", "perplexity", "needle"}
+    paths = plotting.study_figures(tables, 128, 1024, tmp_path, prefix="t")
+    assert {p.stem for p in paths} == {"t_score_by_length", "t_passkey_digits_by_length", "t_tasks_at_target",
+                                       "t_cost_vs_score", "t_perplexity", "t_needle"}
+    for p in paths:
+        assert p.read_bytes()[:8] == PNG and p.stat().st_size > 2000
+
+
+def test_plotting_only_draws():
+    """No aggregation in plotting's source and no import of training or the study."""
+    source = Path(plotting.__file__).read_text()
+    calls = {n.func.attr for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Attribute)}
+    assert not calls & {"groupby", "mean", "std", "median", "pivot_table", "agg", "aggregate", "quantile", "ppf"}
+    code = ("import sys, endprompt.plotting; "
+            "print(sorted(m for m in sys.modules if m.startswith('endprompt')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "endprompt.train" not in loaded and "endprompt.reproduce" not in loaded

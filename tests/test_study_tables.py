@@ -1,0 +1,65 @@
+"""endprompt.study_tables: the study's summary against hand computation on a small table."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from endprompt.study_tables import ci95, figure_tables, passkey_digits, study_scores, study_table
+from tests.tolerances import FLOAT64_RTOL
+
+
+def results() -> pd.DataFrame:
+    rows = []
+    for method, base in (("endprompt", 50.0), ("pi", 10.0)):
+        for seed in (0, 1, 2):
+            for length in (256, 2048):
+                for task in ("passkey", "niah_single_1"):
+                    score = base + 10 * seed + (task == "passkey") * 20 - (length == 2048) * 5
+                    rows.append({"method": method, "seed": seed, "length": length, "task": task,
+                                 "metric": "exact_match", "score": score, "status": "ok", "depth": np.nan,
+                                 "wall_time_s": 3.0 if method == "endprompt" else 0.0, "train_tokens": 100,
+                                 "peak_memory_gb": 0.5})
+                rows.append({**rows[-1], "task": "passkey", "metric": "digit_accuracy", "score": 40.0 + seed})
+                rows.append({**rows[-1], "task": "passkey", "metric": "k_max", "score": 512.0})
+                rows.append({**rows[-1], "task": "perplexity", "metric": "ppl_sliding", "score": 3.0 + length / 1024})
+                rows.append({**rows[-1], "task": "niah_single_1", "metric": "exact_match", "score": 0.0,
+                             "status": "error"})  # an error row counts nowhere
+    return pd.DataFrame(rows)
+
+
+def test_scores_are_means_over_tasks_per_seed_and_length():
+    scores = study_scores(results())
+    row = scores[(scores["method"] == "endprompt") & (scores["seed"] == 1) & (scores["length"] == 256)]
+    assert row["score"].item() == pytest.approx(((50 + 10 + 20) + (50 + 10)) / 2)  # passkey and niah, not k_max
+    digits = passkey_digits(results())
+    assert set(digits["score"]) == {40.0, 41.0, 42.0}
+
+
+def test_ci95_is_the_student_t_half_width():
+    values = pd.Series([1.0, 2.0, 4.0, 7.0])
+    expected = stats.t.ppf(0.975, 3) * np.std(values, ddof=1) / 2
+    assert ci95(values) == pytest.approx(expected, rel=FLOAT64_RTOL)
+    assert np.isnan(ci95(pd.Series([3.0])))
+
+
+def test_study_table_by_hand():
+    table = study_table(results(), target_len=2048)
+    assert table["method"].tolist() == ["endprompt", "pi"]  # sorted by the average score
+    ep = table.iloc[0]
+    # per seed: the mean over the two lengths of the mean over passkey and niah
+    per_seed_avg = np.array([((50 + 10 * s + 20) + (50 + 10 * s) + (45 + 10 * s + 20) + (45 + 10 * s)) / 4
+                             for s in range(3)])
+    assert ep["avg"] == pytest.approx(per_seed_avg.mean())
+    assert ep["avg_ci95"] == pytest.approx(stats.t.ppf(0.975, 2) * per_seed_avg.std(ddof=1) / np.sqrt(3))
+    assert ep["passkey_k_max"] == 512 and ep["digits_avg"] == pytest.approx(41.0)
+    assert ep["ppl@2048"] == pytest.approx(5.0) and ep["wall_time_s"] == 3.0 and ep["seeds"] == 3
+
+
+def test_figure_tables():
+    tables = figure_tables(results(), target_len=2048)
+    assert "needle" not in tables  # no needle rows: no table, no figure
+    at = tables["tasks_at_target"].set_index(["method", "task"])["score"]
+    assert at[("pi", "passkey (digits)")] == pytest.approx(41.0) and at[("pi", "passkey")] == pytest.approx(35.0)
+    cost = tables["cost"].set_index("method")
+    assert cost.loc["endprompt", "score"] == pytest.approx(41.0) and cost["label"].iloc[0] == "passkey digit accuracy"
