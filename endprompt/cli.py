@@ -21,9 +21,8 @@ def demo(out_dir: Path, samples: int = 256, seed: int = 0, steps: int | None = N
     """
     import numpy as np
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from endprompt import bound_tables
+    from endprompt import bound_tables, modeling
     from endprompt import rope as R
     from endprompt.batching import Collator, Recipe, model_inputs
 
@@ -41,14 +40,12 @@ def demo(out_dir: Path, samples: int = 256, seed: int = 0, steps: int | None = N
         cfg = R.for_extension(rope_type, original, L)
         print(f"  {rope_type:<8} sigma = {R.bandwidth(cfg, 128, seq_len=L):.4f}")
 
-    torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     docs = [rng.integers(3, 1000, size=2048)]
     cue_ids = [np.arange(3, 14), np.array([1]), np.array([20, 21])]
-    config = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2,
-                         **R.transformers_config_kwargs(R.for_extension("linear", original, L), L))
-    model = LlamaForCausalLM(config).eval()
+    model = modeling.build_tiny_llama(seed, vocab_size=1000, hidden_size=64, intermediate_size=128, num_layers=2,
+                                      num_heads=4, num_kv_heads=2, rope=R.for_extension("linear", original, L),
+                                      max_position_embeddings=L)
     col = Collator(Recipe(name="endprompt", a=512, b=b, target_len=L), pad_token_id=0, cue_ids=cue_ids, seed=seed)
     batch = col([docs[0]])
     seg2 = batch["segment_ids"][0] == 2

@@ -45,7 +45,7 @@ def save(fig: plt.Figure, name: str, out_dir: str | Path | None = None, dpi: int
 
 
 def plot_bandwidth(table: pd.DataFrame) -> plt.Figure:
-    """sigma against the factor s per scaling type (from `bound.bandwidth_table`), with theta_0/s for reference."""
+    """sigma against the factor s per scaling type (`bound_tables.bandwidth_table`), with theta_0/s for reference."""
     set_style()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     sns.lineplot(data=table, x="s", y="sigma", hue="rope_type", style="rope_type", markers=True, dashes=False, ax=ax)
@@ -59,7 +59,7 @@ def plot_bandwidth(table: pd.DataFrame) -> plt.Figure:
 
 
 def plot_score_curves(curves: pd.DataFrame, pair: int = 0) -> plt.Figure:
-    """S(d)/sum|c_j| over the distance, one panel per configuration (from `bound.score_curves`)."""
+    """S(d)/sum|c_j| over the distance, one panel per configuration (from `bound_tables.score_curves`)."""
     set_style()
     data = curves[curves["pair"] == pair]
     configs = list(dict.fromkeys(data["config"]))
@@ -74,7 +74,7 @@ def plot_score_curves(curves: pd.DataFrame, pair: int = 0) -> plt.Figure:
 
 
 def plot_ratio_distributions(study: pd.DataFrame) -> plt.Figure:
-    """Observed/bound ratios of Eq. 3 (from `bound.bernstein_study`): first and second order, per scaling and s."""
+    """Observed/bound ratios of Eq. 3 (`bound_tables.bernstein_study`): first and second order, per scaling and s."""
     set_style()
     long = study.melt(id_vars=["source", "rope_type", "s"], value_vars=["ratio_1", "ratio_2"], var_name="order",
                       value_name="ratio")
@@ -91,7 +91,7 @@ def plot_ratio_distributions(study: pd.DataFrame) -> plt.Figure:
 
 
 def plot_coverage(coverage: pd.DataFrame, target_len: int) -> plt.Figure:
-    """Observed relative distances of each recipe in [0, L-1] (from `bound.coverage_table`)."""
+    """Observed relative distances of each recipe in [0, L-1] (from `bound_tables.coverage_table`)."""
     set_style()
     recipes = list(dict.fromkeys(coverage["recipe"]))
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(recipes) + 1.2))
@@ -107,7 +107,7 @@ def plot_coverage(coverage: pd.DataFrame, target_len: int) -> plt.Figure:
 
 
 def plot_identifiability(table: pd.DataFrame) -> plt.Figure:
-    """Undetermined share of the gap and error amplification per recipe (from `bound.identifiability_table`)."""
+    """Undetermined share of the gap and error amplification per recipe (from `bound_tables.identifiability_table`)."""
     set_style()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     data = table.assign(config=table["rope_type"] + ", D=" + table["head_dim"].astype(str))
