@@ -103,11 +103,11 @@ def train_command(args) -> int:
         print("# launch command")
         print(launch_command(cfg, args.preset, args.config, overrides))
         return 0
-    from endprompt.train import TrainingDiverged, train
+    from endprompt.train import CheckpointError, RunDirLocked, TrainingDiverged, train
 
     try:
         result = train(cfg)
-    except TrainingDiverged as err:
+    except (TrainingDiverged, CheckpointError, RunDirLocked) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) != 0:
@@ -182,6 +182,20 @@ def reproduce_command(args) -> int:
     return 0
 
 
+def _show_logs() -> None:
+    """The library's INFO messages (e.g. "resumed from ...") and warnings on stderr, from the main process only."""
+    import logging
+
+    package = logging.getLogger("endprompt")
+    if not any(getattr(h, "endprompt_cli", False) for h in package.handlers):  # main() may run twice in a process
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        handler.endprompt_cli = True
+        package.addHandler(handler)
+    package.setLevel(logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING)
+    package.propagate = False
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="endprompt", description="Context extension of RoPE LMs with short sequences")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--figures-in-out", action="store_true",
                    help="the study preset: write figures next to the results, not into figures/")
     args = parser.parse_args(argv)
+    _show_logs()
     if args.command == "demo":
         demo(args.out, args.samples, args.seed, args.steps)
         return

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from endprompt import rope as R
 from endprompt.batching import EOT_CUE, recipe_spec
+from endprompt.checkpoint import atomic_write
 from endprompt.config import RecipeConfig, TrainConfig, load_config
 from endprompt.evaluate import evaluate
 from endprompt.train import train
@@ -224,9 +225,7 @@ def _done(run_dir: Path) -> pd.DataFrame | None:
 
 def _save_run(run_dir: Path, table: pd.DataFrame) -> pd.DataFrame:
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / "eval.csv.tmp"
-    table.to_csv(tmp, index=False)
-    tmp.replace(run_dir / "eval.csv")  # atomic: a run's results are complete or absent
+    atomic_write(run_dir / "eval.csv", lambda tmp: table.to_csv(tmp, index=False))  # a run's rows: all or none
     return pd.read_csv(run_dir / "eval.csv")  # the same dtypes as a resumed run's
 
 
@@ -241,7 +240,7 @@ def run_study(cfg: StudyConfig) -> pd.DataFrame:
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "study.json").write_text(json.dumps(asdict(cfg), indent=2))
+    atomic_write(out / "study.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=2)))
     tokenizer = byte_tokenizer()
     start = time.perf_counter()
     base = _base(cfg)
@@ -281,8 +280,8 @@ def run_study(cfg: StudyConfig) -> pd.DataFrame:
                       **{k: done[k].iloc[0] for k in ("train_tokens", "wall_time_s", "peak_memory_gb",
                                                       "tokens_per_s")}})
     table = pd.concat(rows, ignore_index=True)
-    table.to_csv(out / "results.csv", index=False)
-    pd.DataFrame(costs).to_csv(out / "costs.csv", index=False)
+    atomic_write(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))  # a killed rewrite: the old file
+    atomic_write(out / "costs.csv", lambda tmp: pd.DataFrame(costs).to_csv(tmp, index=False))
     (out / "wall_time.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
     return table
 

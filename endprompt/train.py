@@ -7,8 +7,9 @@
   micro-batches and processes, so the gradient does not depend on how the global batch is split.
 - Data order: `endprompt.data.EpochSampler` (deterministic, sharded by rank); each sample's randomness is keyed by its
   place in that order, so 1 process x 2 sequences and 2 processes x 1 sequence see the same samples.
-- Checkpoints every ``run.save_every`` steps, written to a temporary directory and renamed (atomic); resuming restores
-  model, optimizer, scheduler, RNG and data position, and continues exactly.
+- Checkpoints (`endprompt.checkpoint`) every ``run.save_every`` steps and at the end of every run (completed or
+  stopped), atomic and verified by a manifest; resuming restores model, optimizer, scheduler, RNG and data position
+  and continues exactly, also when a finished run is given more steps. The run directory is locked while a run lives.
 - A non-finite loss stops the run: the batch and step are saved, `TrainingDiverged` is raised.
 - The final model is saved with ``save_pretrained`` (LoRA merged), so stock ``AutoModelForCausalLM.from_pretrained``
   reloads it with its RoPE configuration.
@@ -20,23 +21,22 @@ import json
 import logging
 import math
 import os
-import random
 import resource
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from endprompt import batching, data, modeling, s2attn
-from endprompt.config import TrainConfig, steps_for_budget
+from endprompt.checkpoint import Checkpointer, CheckpointError, RunDirLocked, RunLock, atomic_write, latest_checkpoint
+from endprompt.config import OptimConfig, TrainConfig, steps_for_budget
 
 __all__ = ["TrainResult", "TrainingDiverged", "train", "weighted_cross_entropy", "batch_recipe", "lr_lambda",
-           "latest_checkpoint"]
+           "latest_checkpoint", "CheckpointError", "RunDirLocked", "TrainStep", "StepOutcome", "MetricsLog",
+           "log_record"]
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +108,6 @@ def lr_lambda(schedule: str, warmup: int, total: int):
     return f
 
 
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint under ``out_dir/checkpoints`` (temporary directories are ignored)."""
-    root = Path(out_dir) / "checkpoints"
-    done = sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.count(".tmp")
-                  and (p / "trainer_state.json").exists())
-    return done[-1] if done else None
-
-
 def _rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -134,7 +126,123 @@ def _peak_memory() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+class _NonFiniteLoss(Exception):
+    def __init__(self, loss: float):
+        super().__init__(loss)
+        self.loss = loss
+
+
+@dataclass
+class StepOutcome:
+    """What one optimizer step did, over all its micro-batches and processes."""
+
+    loss: float
+    grad_norm: float | None
+    tokens: int
+
+
+class TrainStep:
+    """One optimizer step: forward, weighted loss (Eq. 11), backward, clip, optimizer and scheduler update.
+
+    A non-finite loss raises before the update, so the weights stay those of the last good step.
+    """
+
+    def __init__(self, acc, model, optimizer, scheduler, optim: OptimConfig, world: int):
+        self.acc, self.model, self.optimizer, self.scheduler = acc, model, optimizer, scheduler
+        self.grad_accum, self.max_grad_norm, self.world = optim.grad_accum, optim.max_grad_norm, world
+
+    def __call__(self, batches: list[dict]) -> StepOutcome:
+        weight = torch.tensor(0.0)
+        for batch in batches:
+            weight += (batch["loss_weights"][:, 1:] * (batch["labels"][:, 1:] != -100)).sum()
+        weight = _all_reduce_sum(weight.to(self.acc.device))
+        loss_sum = torch.zeros((), device=self.acc.device)
+        for batch in batches:
+            loss_sum += self._backward(batch, weight)
+        loss = float(_all_reduce_sum(loss_sum) / weight)
+        tokens = torch.tensor(float(sum(int(batch["attention_mask"].sum()) for batch in batches)))
+        tokens = int(_all_reduce_sum(tokens.to(self.acc.device)))
+        if not math.isfinite(loss):
+            raise _NonFiniteLoss(loss)
+        grad_norm = None
+        if self.max_grad_norm:
+            grad_norm = float(self.acc.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepOutcome(loss, grad_norm, tokens)
+
+    def _backward(self, batch: dict, weight: torch.Tensor) -> torch.Tensor:
+        batch = {k: v.to(self.acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        with self.acc.accumulate(self.model), self.acc.autocast():
+            logits = self.model(**batching.model_inputs(batch), use_cache=False).logits
+            part, _ = weighted_cross_entropy(logits, batch["labels"], batch["loss_weights"])
+            # accelerate divides by grad_accum and DDP/FSDP average over processes: undo both, so the step's
+            # gradient is that of (sum of w * CE over the global batch) / (its total weight)
+            self.acc.backward(part * self.world * self.grad_accum / weight)
+        return part.detach()
+
+
+def log_record(step: int, outcome: StepOutcome, lr: float, tokens: int, elapsed: float) -> dict:
+    """One line of ``metrics.jsonl``."""
+    return {"step": step, "loss": outcome.loss, "lr": lr, "grad_norm": outcome.grad_norm, "tokens": tokens,
+            "elapsed_s": elapsed, "tokens_per_s": tokens / max(elapsed, 1e-9)}
+
+
+class MetricsLog:
+    """``out_dir/metrics.jsonl`` (one `log_record` per logged step) and optionally TensorBoard; main process only.
+
+    Opening it keeps the records up to the step the run starts from: those of an interrupted attempt go, and so does a
+    last line cut short by a kill.
+    """
+
+    def __init__(self, out_dir: Path, start_step: int, enabled: bool, tensorboard: bool):
+        self.path, self.enabled = out_dir / "metrics.jsonl", enabled
+        self.writer = _tensorboard(out_dir) if enabled and tensorboard else None
+        if enabled:
+            kept = [line for line in self._records() if json.loads(line)["step"] <= start_step]
+            out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
+
+    def _records(self) -> list[str]:
+        lines = self.path.read_text().splitlines() if self.path.exists() else []
+        whole = []
+        for line in lines:
+            try:
+                json.loads(line)
+                whole.append(line)
+            except ValueError:
+                log.warning("%s: dropping a line cut short by an interrupted run: %r", self.path, line[:60])
+        return whole
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for k in ("loss", "lr", "tokens_per_s"):
+                self.writer.add_scalar(f"train/{k}", record[k], record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _tensorboard(out_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("run.tensorboard needs the tensorboard package (pip install tensorboard); logging to "
+                    "metrics.jsonl only")
+        return None
+    return SummaryWriter(str(out_dir / "tensorboard"))
+
+
 class _Trainer:
+    """Sets up model, data and optimizer for ``cfg``, then runs `TrainStep` in a loop with `MetricsLog` and
+    `Checkpointer`."""
+
     def __init__(self, cfg: TrainConfig):
         from accelerate import Accelerator
 
@@ -143,7 +251,7 @@ class _Trainer:
         self.acc = Accelerator(cpu=not torch.cuda.is_available(), **kwargs)
         self.rank, self.world = _rank_world()
         self.out = Path(cfg.run.out_dir)
-        self.main = self.acc.is_main_process
+        self.is_main = self.acc.is_main_process
         torch.manual_seed(cfg.run.seed)  # same initial weights on every rank
         prepared = modeling.prepare_model(cfg)
         self.model, self.tokenizer, self.rope = prepared.model, prepared.tokenizer, prepared.rope
@@ -154,22 +262,28 @@ class _Trainer:
         if cfg.recipe.name == "longlora":
             self.model.set_attn_implementation(s2attn.register(cfg.recipe.s2_group_ratio))
         with self.acc.main_process_first():
-            if cfg.data.source.startswith("mixture:"):
-                from endprompt.mixture import build_mixture
-
-                doc_len = cfg.data.doc_len or batching.full_doc_len(self.recipe)
-                corpus = build_mixture(cfg.data.source, self.tokenizer, doc_len, cfg.data.mixture_docs,
-                                       cfg.run.seed, cfg.data.cache_dir, progress=cfg.run.progress and self.main)
-                self.source = data.SampleSource(corpus, concat=False)
-            else:
-                corpus = data.tokenize_corpus(cfg.data.source, self.tokenizer, cfg.data.cache_dir,
-                                              cfg.data.text_field, cfg.data.max_documents,
-                                              progress=cfg.run.progress and self.main)
-                self.source = data.SampleSource(corpus, data.sample_len(self.recipe), cfg.data.concat)
+            self.source = self._sample_source()
         self.sampler = data.EpochSampler(len(self.source), cfg.run.seed)
         self.total_steps = steps_for_budget(cfg, self.recipe.physical_len, self.world)
-        o = cfg.optim
-        self.manual_fsdp = cfg.run.strategy == "fsdp2" and self.acc.distributed_type.value != "FSDP"
+        self._prepare_optimization()
+        self.step, self.tokens, self.losses, self.elapsed = 0, 0, [], 0.0
+
+    def _sample_source(self) -> data.SampleSource:
+        cfg, progress = self.cfg, self.cfg.run.progress and self.is_main
+        if cfg.data.source.startswith("mixture:"):
+            from endprompt.mixture import build_mixture
+
+            doc_len = cfg.data.doc_len or batching.full_doc_len(self.recipe)
+            corpus = build_mixture(cfg.data.source, self.tokenizer, doc_len, cfg.data.mixture_docs, cfg.run.seed,
+                                   cfg.data.cache_dir, progress=progress)
+            return data.SampleSource(corpus, concat=False)
+        corpus = data.tokenize_corpus(cfg.data.source, self.tokenizer, cfg.data.cache_dir, cfg.data.text_field,
+                                      cfg.data.max_documents, progress=progress)
+        return data.SampleSource(corpus, data.sample_len(self.recipe), cfg.data.concat)
+
+    def _prepare_optimization(self) -> None:
+        o = self.cfg.optim
+        self.manual_fsdp = self.cfg.run.strategy == "fsdp2" and self.acc.distributed_type.value != "FSDP"
         if self.manual_fsdp:
             self._fully_shard()  # before the optimizer exists: sharding replaces the parameters with DTensors
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -184,7 +298,10 @@ class _Trainer:
                 ds["train_micro_batch_size_per_gpu"] = o.micro_batch_size
                 ds["gradient_accumulation_steps"] = o.grad_accum
             self.model, self.optimizer = self.acc.prepare(self.model, self.optimizer)
-        self.step, self.tokens, self.losses, self.elapsed = 0, 0, [], 0.0
+        module = self.model if self.manual_fsdp else self.acc.unwrap_model(self.model)
+        self.checkpointer = Checkpointer(self.out, self.acc, self.model, module, self.optimizer, self.scheduler,
+                                         self.rank, self.world)
+        self.train_step = TrainStep(self.acc, self.model, self.optimizer, self.scheduler, o, self.world)
 
     def _fully_shard(self) -> None:
         from torch.distributed.fsdp import fully_shard
@@ -196,94 +313,44 @@ class _Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------------------------------
 
-    def _state_dicts(self, with_optimizer: bool = True) -> tuple[dict, dict | None]:
-        """Full (unsharded) state dicts, on the main process (others get empty dicts when distributed)."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+    def _save(self) -> Path:
+        state = {"step": self.step, "tokens": self.tokens, "losses": self.losses, "elapsed": self.elapsed,
+                 "sampler": self.sampler.state_dict(), "collator": self.collator.state_dict(),
+                 "world_size": self.world, "config": self.cfg.to_dict()}
+        return self.checkpointer.save(self.step, state)
 
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=self.world > 1)
-        model = self.model if self.manual_fsdp else self.acc.unwrap_model(self.model)
-        if not with_optimizer:
-            return get_model_state_dict(model, options=opts), None
-        return get_state_dict(model, getattr(self.optimizer, "optimizer", self.optimizer), options=opts)
-
-    def save_checkpoint(self) -> Path:
-        final = self.out / "checkpoints" / f"step-{self.step:08d}"
-        tmp = final.with_name(final.name + ".tmp")
-        if self.main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        self.acc.wait_for_everyone()
-        if self.acc.state.deepspeed_plugin is not None:
-            self.acc.save_state(str(tmp))
-        else:
-            model_sd, optim_sd = self._state_dicts()
-            if self.main:
-                torch.save(model_sd, tmp / "model.pt")
-                torch.save(optim_sd, tmp / "optimizer.pt")
-        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-        torch.save(rng, tmp / f"rng-rank{self.rank}.pt")
-        self.acc.wait_for_everyone()
-        if self.main:
-            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
-            state = {"step": self.step, "tokens": self.tokens, "losses": self.losses, "elapsed": self.elapsed,
-                     "sampler": self.sampler.state_dict(), "collator": self.collator.state_dict(),
-                     "world_size": self.world, "config": self.cfg.to_dict()}
-            (tmp / "trainer_state.json").write_text(json.dumps(state))
-            os.replace(tmp, final)  # atomic: a checkpoint directory is complete or absent
-        self.acc.wait_for_everyone()
-        return final
-
-    def load_checkpoint(self, path: Path) -> None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-        state = json.loads((path / "trainer_state.json").read_text())
-        if self.acc.state.deepspeed_plugin is not None:
-            self.acc.load_state(str(path))
-        else:
-            model = self.model if self.manual_fsdp else self.acc.unwrap_model(self.model)
-            optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
-            # every rank reads the full state and keeps its own shard
-            set_state_dict(model, optimizer, model_state_dict=torch.load(path / "model.pt", weights_only=False),
-                           optim_state_dict=torch.load(path / "optimizer.pt", weights_only=False),
-                           options=StateDictOptions(full_state_dict=True))
-        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-        rng_file = path / f"rng-rank{self.rank}.pt"
-        if rng_file.exists():
-            rng = torch.load(rng_file, weights_only=False)
-            torch.set_rng_state(rng["torch"])
-            np.random.set_state(rng["numpy"])
-            random.setstate(rng["python"])
-            if rng["cuda"] is not None and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
+    def _resume(self) -> Path | None:
+        """Restore the newest whole checkpoint when ``run.resume``; a run that starts over drops older checkpoints
+        (it must never resume from another run's state later)."""
+        self.checkpointer.clean()
+        if not self.cfg.run.resume:
+            self.checkpointer.discard_all()
+            return None
+        path = self._from_main(lambda: latest_checkpoint(self.out))
+        if path is None:
+            return None
+        state = self.checkpointer.load(path)
         self.sampler.load_state_dict(state["sampler"])
         self.collator.load_state_dict(state["collator"])
         self.step, self.tokens, self.losses = state["step"], state["tokens"], state["losses"]
         self.elapsed = state["elapsed"]
+        log.info("resumed from %s at step %d", path, self.step)
+        return path
 
-    def save_final(self) -> Path:
-        final = self.out / "final"
-        if self.acc.state.deepspeed_plugin is not None:
-            state_dict = self.acc.get_state_dict(self.model)
-        else:
-            state_dict, _ = self._state_dicts(with_optimizer=False) if self.world > 1 else (None, None)
-        if self.main:
-            model = self.model if self.manual_fsdp else self.acc.unwrap_model(self.model)
-            if state_dict is not None and hasattr(model, "merge_and_unload"):
-                model.load_state_dict(state_dict)
-                state_dict = None
-            model = modeling.merge_lora(model)
-            if self.cfg.recipe.name == "longlora":
-                model.set_attn_implementation("sdpa")  # S2-Attn is for training; evaluate with full attention
-            tmp = final.with_name("final.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
-            (tmp / "endprompt_config.yaml").write_text(self.cfg.to_yaml())
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-        self.acc.wait_for_everyone()
-        return final
+    def _from_main(self, find):
+        """``find()`` on the main process only (it reads and checksums files); its answer or error on every rank."""
+        box = [None]
+        if self.is_main:
+            try:
+                box = [("ok", find())]
+            except CheckpointError as err:
+                box = [("error", str(err))]
+        if self.world > 1:
+            torch.distributed.broadcast_object_list(box, src=0)
+        kind, value = box[0]
+        if kind == "error":
+            raise CheckpointError(value)
+        return value
 
     # --- the loop ----------------------------------------------------------------------------------------------------
 
@@ -301,99 +368,66 @@ class _Trainer:
         dump = self.out / f"diverged-step-{self.step:08d}"
         dump.mkdir(parents=True, exist_ok=True)
         torch.save(batches, dump / f"batches-rank{self.rank}.pt")
-        if self.main:
+        if self.is_main:
             (dump / "info.json").write_text(json.dumps({"step": self.step, "loss": loss,
                                                         "lr": self.scheduler.get_last_lr()[0]}))
         return dump
 
     def run(self) -> TrainResult:
         cfg = self.cfg
-        resumed = latest_checkpoint(self.out) if cfg.run.resume else None
-        if resumed is not None:
-            self.load_checkpoint(resumed)
-            log.info("resumed from %s at step %d", resumed, self.step)
-        metrics = self.out / "metrics.jsonl"
-        if self.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(cfg.to_yaml())
-            kept = [ln for ln in metrics.read_text().splitlines() if json.loads(ln)["step"] <= self.step] \
-                if metrics.exists() else []
-            metrics.write_text("".join(ln + "\n" for ln in kept))  # drop steps of an interrupted attempt
-        writer = self._tensorboard() if self.main and cfg.run.tensorboard else None
-        stop_at = self.total_steps if cfg.run.stop_after is None else min(self.total_steps,
-                                                                           self.step + cfg.run.stop_after)
+        checkpoint = self._resume()
+        metrics = MetricsLog(self.out, self.step, self.is_main, cfg.run.tensorboard)
+        if self.is_main:
+            atomic_write(self.out / "config.yaml", lambda tmp: tmp.write_text(cfg.to_yaml()))
+        stop_at = min(self.total_steps, self.total_steps if cfg.run.stop_after is None else
+                      self.step + cfg.run.stop_after)
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {cfg.recipe.name}", unit="step",
-                   mininterval=1.0, disable=not (cfg.run.progress and self.main))
+                   mininterval=1.0, disable=not (cfg.run.progress and self.is_main))
         self.model.train()
-        start, checkpoint = time.perf_counter() - self.elapsed, resumed
+        start = time.perf_counter() - self.elapsed
         while self.step < stop_at:
             batches = self._micro_batches()
-            weight = torch.tensor(0.0)
-            for b in batches:
-                weight += (b["loss_weights"][:, 1:] * (b["labels"][:, 1:] != -100)).sum()
-            weight = _all_reduce_sum(weight.to(self.acc.device))
-            loss_sum = torch.zeros((), device=self.acc.device)
-            step_tokens = torch.tensor(float(sum(int(b["attention_mask"].sum()) for b in batches)))
-            for b in batches:
-                b = {k: v.to(self.acc.device) if torch.is_tensor(v) else v for k, v in b.items()}
-                with self.acc.accumulate(self.model), self.acc.autocast():
-                    logits = self.model(**batching.model_inputs(b), use_cache=False).logits
-                    part, _ = weighted_cross_entropy(logits, b["labels"], b["loss_weights"])
-                    # accelerate divides by grad_accum and DDP/FSDP average over processes: undo both, so the step's
-                    # gradient is that of (sum of w * CE over the global batch) / (its total weight)
-                    self.acc.backward(part * self.world * self.cfg.optim.grad_accum / weight)
-                loss_sum += part.detach()
-            loss = float(_all_reduce_sum(loss_sum) / weight)
-            self.tokens += int(_all_reduce_sum(step_tokens.to(self.acc.device)))
-            if not math.isfinite(loss):
-                raise TrainingDiverged(self.step, loss, self._dump_batch(batches, loss))
-            grad_norm = None
-            if cfg.optim.max_grad_norm:
-                grad_norm = float(self.acc.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm))
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
-            self.losses.append(loss)
+            try:
+                outcome = self.train_step(batches)
+            except _NonFiniteLoss as err:
+                raise TrainingDiverged(self.step, err.loss, self._dump_batch(batches, err.loss)) from None
+            self.step, self.tokens = self.step + 1, self.tokens + outcome.tokens
             self.elapsed = time.perf_counter() - start
+            self.losses.append(outcome.loss)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{self.tokens / max(self.elapsed, 1e-9):.0f}", refresh=False)
-            if self.main and (self.step % cfg.run.log_every == 0 or self.step == stop_at):
-                record = {"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
-                          "grad_norm": grad_norm, "tokens": self.tokens, "elapsed_s": self.elapsed,
-                          "tokens_per_s": self.tokens / max(self.elapsed, 1e-9)}
-                with metrics.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-                if writer is not None:
-                    for k in ("loss", "lr", "tokens_per_s"):
-                        writer.add_scalar(f"train/{k}", record[k], self.step)
-            if cfg.run.save_every and self.step % cfg.run.save_every == 0 and self.step < self.total_steps:
-                checkpoint = self.save_checkpoint()
+            bar.set_postfix(loss=f"{outcome.loss:.4f}", tok_s=f"{self.tokens / max(self.elapsed, 1e-9):.0f}",
+                            refresh=False)
+            if self.step % cfg.run.log_every == 0 or self.step == stop_at:
+                metrics.write(log_record(self.step, outcome, self.scheduler.get_last_lr()[0], self.tokens,
+                                         self.elapsed))
+            if cfg.run.save_every and self.step % cfg.run.save_every == 0:
+                checkpoint = self._save()
         bar.close()
+        metrics.close()
+        return self._finish(checkpoint)
+
+    def _finish(self, checkpoint: Path | None) -> TrainResult:
+        """A checkpoint of the last step (so that a stopped run, or a finished one given more steps, continues from
+        here), the final model if the run is complete, and ``train_result.json``."""
         done = self.step >= self.total_steps
-        final = self.save_final() if done else None
-        if not done and (checkpoint is None or checkpoint.name != f"step-{self.step:08d}"):
-            checkpoint = self.save_checkpoint()  # stopped early: keep the place
+        if checkpoint is None or checkpoint.name != f"step-{self.step:08d}":
+            checkpoint = self._save()
+        final = self.checkpointer.save_final(self.tokenizer, self.cfg) if done else None
         result = TrainResult(out_dir=str(self.out), status="completed" if done else "stopped", steps=self.step,
                              total_steps=self.total_steps, tokens=self.tokens, losses=self.losses,
-                             final_dir=str(final) if final else None,
-                             checkpoint=str(checkpoint) if checkpoint else None,
+                             final_dir=str(final) if final else None, checkpoint=str(checkpoint),
                              wall_time_s=self.elapsed, tokens_per_s=self.tokens / max(self.elapsed, 1e-9),
                              peak_memory_bytes=_peak_memory(), data_stats=dict(self.collator.stats))
-        if self.main:
-            (self.out / "train_result.json").write_text(json.dumps(asdict(result), indent=2))
+        if self.is_main:
+            text = json.dumps(asdict(result), indent=2)
+            atomic_write(self.out / "train_result.json", lambda tmp: tmp.write_text(text))
         return result
-
-    def _tensorboard(self):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            log.warning("run.tensorboard needs the tensorboard package (pip install tensorboard); logging to "
-                        "metrics.jsonl only")
-            return None
-        return SummaryWriter(str(self.out / "tensorboard"))
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    """Train as ``cfg`` says (see the module docstring); serves the CLI, scripts and tests alike."""
-    return _Trainer(cfg).run()
+    """Train as ``cfg`` says (see the module docstring); serves the CLI, scripts and tests alike.
+
+    The main process holds `RunLock` on ``run.out_dir`` for the whole run: a second run there is refused.
+    """
+    with RunLock(cfg.run.out_dir, enabled=int(os.environ.get("RANK", "0")) == 0):
+        return _Trainer(cfg).run()

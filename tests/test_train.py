@@ -1,6 +1,10 @@
 """endprompt.train on the tiny model: every recipe, exact resume, reload with stock transformers, divergence, errors."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,6 +72,48 @@ def test_resume_continues_exactly(tmp_path, cache_dir):
     assert all(torch.equal(a[k], b[k]) for k in a)  # identical weights on CPU
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5]
+
+
+def count_steps(monkeypatch) -> dict:
+    """Count optimizer steps (micro_batch 2, grad_accum 1: one loss call per step)."""
+    import endprompt.train as T
+
+    calls, real = {"n": 0}, T.weighted_cross_entropy
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "weighted_cross_entropy", counted)
+    return calls
+
+
+def test_a_finished_run_given_more_steps_continues_from_its_end(tmp_path, cache_dir, monkeypatch):
+    args = ["optim.schedule=constant"]  # the lr of a step does not depend on max_steps: one run of 3 is comparable
+    first = train(config(tmp_path / "split", cache_dir, "optim.max_steps=2", *args))
+    assert first.status == "completed" and latest_checkpoint(tmp_path / "split").name == "step-00000002"
+    steps = count_steps(monkeypatch)
+    longer = train(config(tmp_path / "split", cache_dir, "optim.max_steps=3", *args))
+    assert steps["n"] == 1 and longer.steps == 3 and longer.losses[:2] == first.losses  # steps 1-2 are not redone
+    again = train(config(tmp_path / "split", cache_dir, "optim.max_steps=3", *args))
+    assert steps["n"] == 1 and again.losses == longer.losses  # a finished run run again trains nothing
+    whole = train(config(tmp_path / "whole", cache_dir, "optim.max_steps=3", *args))
+    assert longer.losses == whole.losses
+    a, b = load_file(f"{whole.final_dir}/model.safetensors"), load_file(f"{longer.final_dir}/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_cli_shows_that_a_run_resumed(tmp_path, cache_dir):
+    sets = [a for o in [f"run.out_dir={tmp_path}", f"data.cache_dir={cache_dir}", "data.max_documents=40",
+                        "run.progress=false", "optim.micro_batch_size=2", "optim.max_steps=2",
+                        "model.hidden_size=64"] for a in ("--set", o)]
+    cmd = [sys.executable, "-m", "endprompt.cli", "train", "--preset", "tiny-cpu", *sets]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    first = subprocess.run([*cmd, "--set", "run.stop_after=1"], capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0 and "stopped: 1/2 steps" in first.stdout, first.stderr[-2000:]
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"resumed from {tmp_path / 'checkpoints' / 'step-00000001'} at step 1" in second.stderr
 
 
 def test_saved_model_reloads_with_stock_transformers(tmp_path, cache_dir):
