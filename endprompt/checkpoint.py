@@ -264,7 +264,8 @@ class Checkpointer:
         if self.is_main:
             shutil.rmtree(what.with_name(what.name + ".tmp"), ignore_errors=True)  # free what the failed write took
         latest = [p.name for p in _step_dirs(self.root)][:1] or ["none"]
-        reason = "disk full (ENOSPC)" if getattr(error, "errno", None) == errno.ENOSPC else str(error or "on a rank")
+        reason = ("disk full (ENOSPC)" if getattr(error, "errno", None) == errno.ENOSPC else str(error) if error
+                  else "the write failed on another rank")
         raise CheckpointError(f"could not write {what}: {reason}; free space under {what.parent} (or choose another "
                               f"run.out_dir) and rerun to resume; the latest checkpoint is still {latest[0]}"
                               ) from error
