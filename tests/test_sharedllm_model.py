@@ -180,3 +180,10 @@ def test_evaluation_suite_runs_it_unchanged(tmp_path):
         main(["eval", "--model", str(tmp_path / "m"), "--suite", "passkey", "--lengths", "300", "--num-samples", "1",
               "--style", "compact", "--out", str(tmp_path / "res")])
     assert done.value.code == 0 and (tmp_path / "res" / "eval.csv").exists()
+
+
+def test_gradient_checkpointing_is_refused_in_training():
+    model = make().train()
+    model.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    with pytest.raises(ValueError, match="gradient checkpointing"):
+        model(ids_of(20), labels=ids_of(20))

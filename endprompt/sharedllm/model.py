@@ -35,10 +35,12 @@ from torch import nn
 from endprompt.sharedllm.injection import CrossAttention, InjectedContext, Injector
 from endprompt.sharedllm.tree import Node, TreeSpec, keep_indices, select_nodes, split_tree
 
-__all__ = ["SharedLLMConfig", "SharedLLM", "SELECTIONS", "INITS"]
+__all__ = ["SharedLLMConfig", "SharedLLM", "SELECTIONS", "INITS", "MARKER", "FORMAT"]
 
 SELECTIONS = ("query", "right")
 INITS = ("zero", "copy", "normal", "none")
+MARKER = "sharedllm.json"  # the file that marks a saved SharedLLM directory (see `endprompt.sharedllm.checkpoint`)
+FORMAT = 1
 
 
 @dataclass
@@ -147,6 +149,26 @@ class SharedLLM(nn.Module):
                     x.o_proj.weight.copy_(layer.self_attn.o_proj.weight)
                 else:
                     x.o_proj.weight.zero_()
+
+    def save_pretrained(self, path, state_dict: dict | None = None, **unused) -> None:
+        """Write the directory `endprompt.sharedllm.checkpoint.load_sharedllm` reads (``state_dict``: a full state
+        dict gathered from distributed ranks, loaded first). Named as transformers' method so that code that saves a
+        trained model with ``model.save_pretrained(dir)`` saves this one too; stock ``from_pretrained`` cannot read
+        the result."""
+        import json
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        if state_dict is not None:
+            self.load_state_dict(state_dict)
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        self.base.save_pretrained(out / "base")
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.cross.state_dict().items()},
+                  str(out / "cross_attention.safetensors"))
+        meta = {"architecture": "SharedLLM", "format": FORMAT, "config": self.sharedllm_config.to_dict()}
+        (out / MARKER).write_text(json.dumps(meta, indent=1))
 
     def trainable_parameter_names(self) -> list[str]:
         """The cross-attention modules and the upper model's layers M..N-1 (paper §4.1)."""
@@ -321,6 +343,10 @@ class SharedLLM(nn.Module):
 
         if unused.get("use_cache"):
             raise ValueError("SharedLLM.forward does not return a cache; use SharedLLM.generate for decoding")
+        checkpointing = [getattr(layer, "gradient_checkpointing", False) for layer in self.base.model.layers]
+        if self.training and any(checkpointing):
+            raise ValueError("gradient checkpointing recomputes the injected layers after the context is removed; "
+                             "turn it off for SharedLLM (model.gradient_checkpointing=false)")
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         B, T = input_ids.shape
         position_ids = unused.get("position_ids")
