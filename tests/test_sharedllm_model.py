@@ -5,7 +5,7 @@ import torch
 
 from endprompt.modeling import build_tiny_llama
 from endprompt.sharedllm import SharedLLM, SharedLLMConfig, load_sharedllm, save_sharedllm
-from endprompt.sharedllm.tree import split_tree
+from endprompt.sharedllm.tree import select_nodes, split_tree
 from tests.tolerances import LOGITS_ATOL, LOGITS_CHANGED
 
 
@@ -77,15 +77,13 @@ def test_query_aware_selection_finds_the_planted_key(leaf, path):
     key = torch.tensor([257, 11, 200, 7, 99, 180, 45, 3])
     chunk[leaf[0] : leaf[1]] = key
     query = torch.cat([ids_of(40, seed=4)[0], key])[None]
-    choose = model._chooser(chunk, model._query_vector(query))
     spec = model.sharedllm_config.tree
     levels = split_tree(spec)
-    from endprompt.sharedllm.tree import select_nodes
-
-    kept, walked = select_nodes(levels, choose)
+    walked = model.choose_paths([chunk], [levels], model._query_vector(query))[0]
     assert walked == path
+    kept, _ = select_nodes(levels, walked)
     assert any((n.start, n.end) == leaf and n.level == spec.height for n in kept)  # kept at the finest level
-    assert select_nodes(levels, lambda a, b: 1)[1] == [1, 1]  # language modelling always goes right
+    assert model.choose_paths([chunk], [levels], None) == [[1, 1]]  # language modelling always goes right
 
 
 @torch.no_grad()
@@ -147,11 +145,16 @@ def test_kl_term_is_an_option():
     assert with_kl > plain  # the base with full attention reads tokens the local part does not
 
 
-def test_bad_config_is_refused():
+def test_bad_config_and_position_jumps_are_refused():
     with pytest.raises(ValueError, match="selection"):
         SharedLLMConfig(selection="left")
     with pytest.raises(ValueError, match="local_window"):
         make(local_window=512)  # beyond the base's 128 positions
+    ids = ids_of(50)
+    jumped = torch.cat([torch.arange(25), torch.arange(200, 225)])[None]
+    with pytest.raises(ValueError, match="position_ids"):
+        make()(ids, position_ids=jumped)
+    make()(ids, position_ids=torch.arange(50)[None])  # the plain layout is accepted
 
 
 def test_evaluation_suite_runs_it_unchanged(tmp_path):
@@ -177,3 +180,10 @@ def test_evaluation_suite_runs_it_unchanged(tmp_path):
         main(["eval", "--model", str(tmp_path / "m"), "--suite", "passkey", "--lengths", "300", "--num-samples", "1",
               "--style", "compact", "--out", str(tmp_path / "res")])
     assert done.value.code == 0 and (tmp_path / "res" / "eval.csv").exists()
+
+
+def test_gradient_checkpointing_is_refused_in_training():
+    model = make().train()
+    model.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    with pytest.raises(ValueError, match="gradient checkpointing"):
+        model(ids_of(20), labels=ids_of(20))

@@ -16,12 +16,9 @@ from pathlib import Path
 
 import torch
 
-from endprompt.sharedllm.model import SharedLLM, SharedLLMConfig
+from endprompt.sharedllm.model import FORMAT, MARKER, SharedLLM, SharedLLMConfig
 
 __all__ = ["MARKER", "save_sharedllm", "load_sharedllm", "is_sharedllm_dir"]
-
-MARKER = "sharedllm.json"
-FORMAT = 1
 
 
 def is_sharedllm_dir(path: str | Path) -> bool:
@@ -29,18 +26,11 @@ def is_sharedllm_dir(path: str | Path) -> bool:
 
 
 def save_sharedllm(model: SharedLLM, path: str | Path, tokenizer=None) -> Path:
-    """Write ``model`` (and ``tokenizer``) under ``path``; returns the directory."""
-    from safetensors.torch import save_file
-
+    """Write ``model`` (`SharedLLM.save_pretrained`) and ``tokenizer`` under ``path``; returns the directory."""
     out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    model.base.save_pretrained(out / "base")
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.cross.state_dict().items()},
-              str(out / "cross_attention.safetensors"))
+    model.save_pretrained(out)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
-    meta = {"architecture": "SharedLLM", "format": FORMAT, "config": model.sharedllm_config.to_dict()}
-    (out / MARKER).write_text(json.dumps(meta, indent=1))
     return out
 
 

@@ -35,10 +35,12 @@ from torch import nn
 from endprompt.sharedllm.injection import CrossAttention, InjectedContext, Injector
 from endprompt.sharedllm.tree import Node, TreeSpec, keep_indices, select_nodes, split_tree
 
-__all__ = ["SharedLLMConfig", "SharedLLM", "SELECTIONS", "INITS"]
+__all__ = ["SharedLLMConfig", "SharedLLM", "SELECTIONS", "INITS", "MARKER", "FORMAT"]
 
 SELECTIONS = ("query", "right")
 INITS = ("zero", "copy", "normal", "none")
+MARKER = "sharedllm.json"  # the file that marks a saved SharedLLM directory (see `endprompt.sharedllm.checkpoint`)
+FORMAT = 1
 
 
 @dataclass
@@ -58,7 +60,6 @@ class SharedLLMConfig:
             model starts exactly as the base), "copy" (o_proj copied too), "normal" (the base's initializer),
             "none" (leave as constructed; used when loading).
         kl_coef: weight of the optional KL term in `SharedLLM.forward`'s loss (0 = the paper's plain LM loss).
-        seed: seed of the split-point noise in training.
     """
 
     num_injected_layers: int | None = None
@@ -71,7 +72,6 @@ class SharedLLMConfig:
     lm_selection: str = "right"
     init: str = "zero"
     kl_coef: float = 0.0
-    seed: int = 0
 
     def __post_init__(self):
         TreeSpec(self.chunk_size, self.height, self.beta, self.split_noise)  # validates the tree's fields
@@ -124,7 +124,6 @@ class SharedLLM(nn.Module):
         self.cross = nn.ModuleList([CrossAttention(base.config, rotary) for _ in range(M)]).to(ref.device, ref.dtype)
         self._init_cross(config.init)
         self.injector = Injector(base.model.layers, self.cross)
-        self._rng = np.random.default_rng(config.seed)
         self._cache_kwarg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
         self.set_trainable()
 
@@ -150,6 +149,26 @@ class SharedLLM(nn.Module):
                     x.o_proj.weight.copy_(layer.self_attn.o_proj.weight)
                 else:
                     x.o_proj.weight.zero_()
+
+    def save_pretrained(self, path, state_dict: dict | None = None, **unused) -> None:
+        """Write the directory `endprompt.sharedllm.checkpoint.load_sharedllm` reads (``state_dict``: a full state
+        dict gathered from distributed ranks, loaded first). Named as transformers' method so that code that saves a
+        trained model with ``model.save_pretrained(dir)`` saves this one too; stock ``from_pretrained`` cannot read
+        the result."""
+        import json
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        if state_dict is not None:
+            self.load_state_dict(state_dict)
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        self.base.save_pretrained(out / "base")
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.cross.state_dict().items()},
+                  str(out / "cross_attention.safetensors"))
+        meta = {"architecture": "SharedLLM", "format": FORMAT, "config": self.sharedllm_config.to_dict()}
+        (out / MARKER).write_text(json.dumps(meta, indent=1))
 
     def trainable_parameter_names(self) -> list[str]:
         """The cross-attention modules and the upper model's layers M..N-1 (paper §4.1)."""
@@ -202,56 +221,84 @@ class SharedLLM(nn.Module):
         h, _, _ = self._run_layers(ids, 1, capture=False)
         return self.base.model.norm(h[:, -1])  # (G, hidden)
 
+    def _batched(self, fn, seqs: list[torch.Tensor]) -> list:
+        """``fn`` on the 1-D token runs ``seqs``, stacked into one batch per length; returns per-run results, each a
+        slice ``[g : g + 1]`` of ``fn``'s batched outputs (a tensor or a list of tensors)."""
+        groups: dict[int, list[int]] = {}
+        for i, s in enumerate(seqs):
+            groups.setdefault(s.numel(), []).append(i)
+        out: list = [None] * len(seqs)
+        for members in groups.values():
+            res = fn(torch.stack([seqs[i] for i in members]))  # (G, length) in
+            for g, i in enumerate(members):
+                out[i] = res[g : g + 1] if torch.is_tensor(res) else [r[g : g + 1] for r in res]
+        return out
+
+    def choose_paths(self, chunks: list[torch.Tensor], trees: list[list[list[Node]]],
+                     query: torch.Tensor | None) -> list[list[int]]:
+        """The depth-first walk of every chunk's tree (``trees[j]`` from `split_tree` over ``chunks[j]``), batched
+        level by level: the two children of each chunk's current node are read (`_representation`) and the one
+        with the higher cosine similarity to ``query`` ``(hidden,)`` is expanded (ties: left). None: always right."""
+        height = len(trees[0]) - 1
+        if query is None:
+            return [[1] * (height - 1) for _ in trees]
+        current = [tree[0][0] for tree in trees]
+        paths: list[list[int]] = [[] for _ in trees]
+        for w in range(1, height):
+            pairs = [[n for n in tree[w] if n.start >= cur.start and n.end <= cur.end]
+                     for tree, cur in zip(trees, current)]
+            reps = self._batched(self._representation,
+                                 [chunks[j][n.start : n.end] for j, pair in enumerate(pairs) for n in pair])
+            for j, pair in enumerate(pairs):
+                sims = F.cosine_similarity(torch.cat(reps[2 * j : 2 * j + 2]), query[None], dim=-1, eps=1e-6)  # (2,)
+                pick = int(sims.argmax())
+                paths[j].append(pick)
+                current[j] = pair[pick]
+        return paths
+
     @torch.no_grad()
     def compress(self, context_ids: torch.Tensor, query: torch.Tensor | None = None, training: bool = False,
                  memo: dict | None = None) -> InjectedContext:
         """Compress ``context_ids`` ``(n C,)`` into the injected keys/values. ``query`` ``(hidden,)`` picks each
-        tree's path (None: always right); ``training`` draws noisy split points; ``memo`` reuses chunks already
-        compressed with a query-free walk."""
+        tree's path (None: always right); ``training`` draws noisy split points; ``memo`` (a dict kept across calls
+        on prefixes of the same text) reuses the chunks already compressed with a query-free walk."""
         spec = self.sharedllm_config.tree
         C = spec.chunk_size
         if context_ids.ndim != 1 or context_ids.numel() % C or context_ids.numel() == 0:
             raise ValueError(f"context of shape {tuple(context_ids.shape)}: need a 1-D run of whole {C}-token chunks")
         n = context_ids.numel() // C
-        layouts: list[list[tuple[Node, np.ndarray]]] = []
-        for j in range(n):
-            chunk = context_ids[j * C : (j + 1) * C]
-            if memo is not None and query is None and j in memo:
-                layouts.append(memo[j])
-                continue
-            levels = split_tree(spec, rng=self._rng if training else None)
-            choose = (lambda a, b: 1) if query is None else self._chooser(chunk, query)
-            kept, _ = select_nodes(levels, choose)
-            layouts.append([(node, keep_indices(node, spec)) for node in kept])
-            if memo is not None and query is None:
-                memo[j] = layouts[-1]
-        # encode every kept node on its own, batched by size
-        by_size: dict[int, list[tuple[int, int]]] = {}
-        for j, layout in enumerate(layouts):
-            for k, (node, _) in enumerate(layout):
-                by_size.setdefault(node.size, []).append((j, k))
+        reuse = memo if memo is not None and query is None else {}
+        todo = [j for j in range(n) if j not in reuse]
+        if todo:
+            chunks = [context_ids[j * C : (j + 1) * C] for j in todo]
+            # training split points come from torch's global generator, which checkpoints save and restore
+            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)))) if training else None
+            trees = [split_tree(spec, rng=rng) for _ in todo]
+            paths = self.choose_paths(chunks, trees, query)
+            layouts = []
+            for tree, path in zip(trees, paths):
+                kept, _ = select_nodes(tree, path)
+                layouts.append([(node, keep_indices(node, spec)) for node in kept])
+            # every kept node is encoded on its own (positions from 0), batched by size; its kept tokens are gathered
+            runs = [chunk[node.start : node.end] for chunk, layout in zip(chunks, layouts) for node, _ in layout]
+            M = self.num_injected_layers
+            encoded = iter(self._batched(lambda ids: sum(self._run_layers(ids, M, True)[1:], []), runs))
+            for j, layout in zip(todo, layouts):
+                keys, values, count = [], [], 0
+                for node, idx in layout:
+                    kv = next(encoded)  # M keys then M values, each (1, H_kv, size, D)
+                    k, v = kv[:M], kv[M:]
+                    sel = torch.as_tensor(idx - node.start, device=context_ids.device)
+                    keys.append([x[:, :, sel] for x in k])  # per layer (1, H_kv, kept, D)
+                    values.append([x[:, :, sel] for x in v])
+                    count += len(idx)
+                reuse[j] = ([torch.cat(layer, dim=2) for layer in zip(*keys)],
+                            [torch.cat(layer, dim=2) for layer in zip(*values)], count)
         M = self.num_injected_layers
-        parts: dict[tuple[int, int], tuple[list, list]] = {}
-        for members in by_size.values():
-            ids = torch.stack([context_ids[j * C + layouts[j][k][0].start : j * C + layouts[j][k][0].end]
-                               for j, k in members])  # (G, size)
-            _, keys, values = self._run_layers(ids, M, capture=True)
-            for g, (j, k) in enumerate(members):
-                node, idx = layouts[j][k]
-                sel = torch.as_tensor(idx - node.start, device=ids.device)
-                parts[(j, k)] = ([kk[g : g + 1, :, sel] for kk in keys], [vv[g : g + 1, :, sel] for vv in values])
-        order = [(j, k) for j in range(n) for k in range(len(layouts[j]))]
-        keys = [torch.cat([parts[o][0][m] for o in order], dim=2) for m in range(M)]  # (1, H_kv, Lc, D)
-        values = [torch.cat([parts[o][1][m] for o in order], dim=2) for m in range(M)]
-        chunk_ids = torch.cat([torch.full((len(layouts[j][k][1]),), j, dtype=torch.long) for j, k in order])
+        keys = [torch.cat([reuse[j][0][m] for j in range(n)], dim=2) for m in range(M)]  # (1, H_kv, Lc, D)
+        values = [torch.cat([reuse[j][1][m] for j in range(n)], dim=2) for m in range(M)]
+        chunk_ids = torch.cat([torch.full((reuse[j][2],), j, dtype=torch.long) for j in range(n)])
         return InjectedContext(keys, values, chunk_ids.to(context_ids.device), n)
-
-    def _chooser(self, chunk: torch.Tensor, query: torch.Tensor):
-        def choose(left: Node, right: Node) -> int:
-            reps = [self._representation(chunk[n.start : n.end][None])[0] for n in (left, right)]
-            sims = torch.stack([F.cosine_similarity(r, query, dim=0, eps=1e-6) for r in reps])
-            return int(sims.argmax())
-        return choose
 
     # -- the upper model ------------------------------------------------------------------------------------------
 
@@ -296,8 +343,17 @@ class SharedLLM(nn.Module):
 
         if unused.get("use_cache"):
             raise ValueError("SharedLLM.forward does not return a cache; use SharedLLM.generate for decoding")
+        checkpointing = [getattr(layer, "gradient_checkpointing", False) for layer in self.base.model.layers]
+        if self.training and any(checkpointing):
+            raise ValueError("gradient checkpointing recomputes the injected layers after the context is removed; "
+                             "turn it off for SharedLLM (model.gradient_checkpointing=false)")
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         B, T = input_ids.shape
+        position_ids = unused.get("position_ids")
+        if position_ids is not None and not torch.equal(position_ids * mask, ((mask.cumsum(-1) - 1) * mask)):
+            raise ValueError("SharedLLM sets its own positions (each local part from 0, chunk-level ids for the "
+                             "context); position_ids other than 0..n-1 per row (recipes with position jumps) are not "
+                             "supported: train it with the plain layout")
         logits = None
         for b in range(B):
             keep = mask[b].bool()

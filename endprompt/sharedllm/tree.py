@@ -19,7 +19,7 @@ a fixed count per node (``last_p``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,9 +97,14 @@ def split_tree(spec: TreeSpec, length: int | None = None, rng: np.random.Generat
     return levels
 
 
-def select_nodes(levels: list[list[Node]], choose: Callable[[Node, Node], int]) -> tuple[list[Node], list[int]]:
-    """Depth-first query-aware walk: ``choose(left, right)`` returns 0 or 1, the child to expand. Returns the kept
-    nodes in chunk order (they tile the chunk) and the choices made at levels 1..height-1."""
+def select_nodes(levels: list[list[Node]], choose: Callable[[Node, Node], int] | Sequence[int]
+                 ) -> tuple[list[Node], list[int]]:
+    """Depth-first query-aware walk: ``choose(left, right)`` returns 0 or 1, the child to expand (or ``choose`` is
+    the list of those choices, one per level 1..height-1). Returns the kept nodes in chunk order (they tile the
+    chunk) and the choices made."""
+    if not callable(choose):
+        replay = iter(choose)
+        choose = lambda left, right: next(replay)
     height = len(levels) - 1
     node, kept, path = levels[0][0], [], []
     for w in range(1, height + 1):
