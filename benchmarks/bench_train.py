@@ -22,6 +22,7 @@ steps added to it (activations, gradients, optimizer state); on GPU both are tor
     python benchmarks/bench_train.py --per-sequence       # the same, one sequence per micro-batch
     python benchmarks/bench_train.py --gpu                # Llama-3-8B shape, random weights, bf16, gradient
                                                           # checkpointing, 8192+20 vs 65536, forward+backward
+    python benchmarks/bench_train.py --gpu --shape smollm2-135m   # the same for SmolLM2-135M (real-64k's model)
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ SHAPES = {
              "vocab_size": 260},
     "llama3-8b": {"hidden_size": 4096, "num_layers": 32, "num_heads": 32, "num_kv_heads": 8,
                   "intermediate_size": 14336, "vocab_size": 128256},
+    # SmolLM2-135M (the smollm2-135m alias, the real-64k preset's model): GQA 9/3, head_dim 64, tied embeddings
+    "smollm2-135m": {"hidden_size": 576, "num_layers": 30, "num_heads": 9, "num_kv_heads": 3,
+                     "intermediate_size": 1536, "vocab_size": 49152, "tie_word_embeddings": True},
 }
 
 
@@ -124,6 +128,8 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--per-sequence", action="store_true", help="one sequence per micro-batch (memory claim)")
     parser.add_argument("--reps", type=int, default=5, help="measurements of each recipe, alternating (>= 5)")
+    parser.add_argument("--shape", choices=["llama3-8b", "smollm2-135m"], default="llama3-8b",
+                        help="the model shape of the --gpu run")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--json", default=None)
     parser.add_argument("--worker", choices=["endprompt", "full"], default=None, help=argparse.SUPPRESS)
@@ -137,7 +143,7 @@ def main() -> None:
     if args.reps < 5:
         parser.error(f"--reps {args.reps}: a ratio on a shared machine needs >= 5 alternating repetitions")
     if args.gpu:
-        cfg = {"shape": "llama3-8b", "original": 8192, "target": 65536, "a": 8192, "b": 20,
+        cfg = {"shape": args.shape, "original": 8192, "target": 65536, "a": 8192, "b": 20,
                "tokens_per_step": 65536, "steps": args.steps or 3, "gpu": True}
     else:
         cfg = {"shape": "tiny", "original": 256, "target": 2048, "a": 240, "b": 16, "tokens_per_step": 2048 * 4,

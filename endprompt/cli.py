@@ -156,12 +156,45 @@ def eval_command(args) -> int:
     return 0
 
 
+def real_study_command(args) -> int:
+    """``reproduce --preset real-64k``: the paper's lengths on a real checkpoint (`endprompt.real_study`)."""
+    from dataclasses import replace
+
+    from endprompt.real_study import REAL_PRESETS, run_real_study
+
+    cfg = REAL_PRESETS[args.preset]
+    cfg = replace(cfg, **({"out_dir": str(args.out)} if args.out else {}),
+                  **({"methods": tuple(args.methods.split(","))} if args.methods else {}))
+    results, costs = run_real_study(cfg)
+    real_study_report(cfg, results, costs)
+    return 0
+
+
+def real_study_report(cfg, results, costs) -> list[Path]:
+    """Print the real study's scores and costs; draw its figures next to the results."""
+    from endprompt import plotting
+
+    fig_dir = Path(cfg.out_dir) / "figures"
+    paths = [plotting.save(plotting.plot_score_by_length(results, train_len=cfg.a + cfg.b, target_len=cfg.target_len),
+                           f"{cfg.name}_score_by_length", fig_dir),
+             plotting.save(plotting.plot_task_bars(results, max(cfg.eval_lengths)), f"{cfg.name}_tasks_at_target",
+                           fig_dir)]
+    ok = results[(results["status"] == "ok") & (results["metric"] != "digit_accuracy")]
+    print(ok.pivot_table(index=["method", "task"], columns="length", values="score").round(1).to_string())
+    print(costs.to_string(index=False))
+    print(f"results: {cfg.out_dir}/results.csv, {cfg.out_dir}/costs.csv; figures: {', '.join(map(str, paths))}")
+    return paths
+
+
 def reproduce_command(args) -> int:
     from endprompt import plotting, study_tables
+    from endprompt.real_study import REAL_PRESETS
     from endprompt.reproduce import PRESETS, run_study
 
+    if args.preset in REAL_PRESETS:
+        return real_study_command(args)
     if args.preset not in PRESETS:
-        raise ValueError(f"unknown study preset {args.preset!r}; presets are: {', '.join(PRESETS)}")
+        raise ValueError(f"unknown study preset {args.preset!r}; presets are: {', '.join([*PRESETS, *REAL_PRESETS])}")
     cfg = PRESETS[args.preset]
     changes = {"out_dir": str(args.out)} if args.out else {}
     if args.seeds:
@@ -231,7 +264,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--hotpotqa-path", default=None)
     p.add_argument("--name", default=None, help="model name in the results (default: the directory name)")
     p.add_argument("--out", type=Path, default=Path("results/eval"))
-    p = sub.add_parser("reproduce", help="the small-scale 8K->64K study (presets demo, study, smoke)")
+    p = sub.add_parser("reproduce", help="the small-scale 8K->64K study (presets demo, study, smoke), or the paper's "
+                                         "lengths on SmolLM2-135M for one GPU (real-64k)")
     p.add_argument("--preset", default="demo")
     p.add_argument("--out", type=Path, default=None, help="results directory (default: results/<preset>)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")

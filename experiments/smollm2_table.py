@@ -32,19 +32,21 @@ from endprompt.tokenizer import load_tokenizer
 
 MODEL = "smollm2-135m"
 TASKS = ("passkey", *SYNTHETIC_TASKS)
-PROMPTS = {1024: 5, 2048: 5, 4096: 3, 8192: 2, 16384: 1}
+PROMPTS = {1024: 4, 2048: 4, 4096: 2, 8192: 1, 16384: 1}
 SCALINGS = {"pi": "linear", "dynamic-ntk": "dynamic", "yarn": "yarn"}
 
 
 def cells() -> list[tuple[str, str, int, str]]:
-    """(method, task, length, protocol) in the order they run: unscaled by length, then 16K passkey and niah_single_1
-    for every scaling, then 16K's other tasks, then the plain-prompt comparison."""
+    """(method, task, length, protocol) in the order they run, most informative first (the run may be cut short on
+    a shared machine): 1K and 8K unscaled, 16K passkey and niah_single_1 for every scaling, 2K and 4K unscaled, the
+    plain-prompt comparison at 1K and 2K, then 16K's other tasks."""
     proto = lambda task: "plain" if task == "passkey" else "chat"
-    out = [("none", task, length, proto(task)) for length in (1024, 2048, 4096, 8192) for task in TASKS]
     first = ("passkey", "niah_single_1")
+    out = [("none", task, length, proto(task)) for length in (1024, 8192) for task in TASKS]
     out += [(m, t, 16384, proto(t)) for t in first for m in SCALINGS]
-    out += [(m, t, 16384, proto(t)) for t in TASKS if t not in first for m in SCALINGS]
+    out += [("none", task, length, proto(task)) for length in (2048, 4096) for task in TASKS]
     out += [("none", t, length, "plain") for length in (1024, 2048) for t in SYNTHETIC_TASKS]
+    out += [(m, t, 16384, proto(t)) for t in TASKS if t not in first for m in SCALINGS]
     return out
 
 
@@ -58,12 +60,49 @@ def load(method: str, dtype: torch.dtype):
     return load_causal_lm(path, dtype=dtype, config=config).eval()
 
 
+def draw(table: pd.DataFrame, path: Path) -> Path:
+    """Heatmap of the table: tasks x (length, scaling), exact-match scores, prompts per cell in the column label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    data = table[(table["status"] == "ok") & (table["metric"] != "digit_accuracy")]
+    data = data[(data["protocol"] == "chat") | (data["task"] == "passkey")]
+    names = {"none": "", "pi": "\nPI", "dynamic-ntk": "\ndyn. NTK", "yarn": "\nYaRN"}
+    rank = {m: i for i, m in enumerate(names)}
+    n = data.groupby(["length", "method"])["n"].transform("max")
+    data = data.assign(column=[f"{int(length) // 1024}K{names[m]}\n(n={int(k)})"
+                               for length, m, k in zip(data["length"], data["method"], n)],
+                       order=data["length"] * 10 + data["method"].map(rank))
+    order = list(data.sort_values("order")["column"].unique())
+    grid = data.pivot_table(index="task", columns="column", values="score").reindex(columns=order)
+    grid = grid.reindex([t for t in TASKS if t in grid.index])
+    sns.set_theme(style="white", context="notebook")
+    fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 3, 0.55 * grid.shape[0] + 2))
+    sns.heatmap(grid, vmin=0, vmax=100, cmap="RdYlGn", annot=True, fmt=".0f", cbar_kws={"label": "score (%)"}, ax=ax)
+    ax.axvline(data.loc[data["method"] == "none", "column"].nunique(), color="k", lw=2)  # | beyond 8K: scaled
+    ax.set(xlabel="context length (scaling without training beyond the 8K pretraining length)", ylabel="",
+           title="SmolLM2-135M-Instruct, offline on CPU: passkey and RULER's synthetic tasks")
+    ax.tick_params(axis="x", rotation=0, labelsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/real"))
     parser.add_argument("--stop-after-s", type=float, default=None, help="start no new cell after this many seconds")
+    parser.add_argument("--until", default=None, help="start no new cell after this wall-clock time (HH:MM)")
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--figure", type=Path, default=Path("figures/03_real_smollm2.png"))
+    parser.add_argument("--plot-only", action="store_true", help="draw the figure from the table and exit")
     args = parser.parse_args()
+    if args.plot_only:
+        print(draw(pd.read_csv(args.out / "table.csv"), args.figure))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     table_file = args.out / "table.csv"
     columns = ["method", "task", "length", "protocol"]
@@ -81,7 +120,8 @@ def main() -> None:
     for method, task, length, protocol in cells():
         if (method, task, length, protocol) in finished:
             continue
-        if args.stop_after_s is not None and time.perf_counter() - start > args.stop_after_s:
+        late = args.until is not None and time.strftime("%H:%M") >= args.until
+        if late or (args.stop_after_s is not None and time.perf_counter() - start > args.stop_after_s):
             print(f"stopping after {time.perf_counter() - start:.0f} s; rerun to continue", flush=True)
             break
         if method not in models:
@@ -97,6 +137,7 @@ def main() -> None:
         for _, r in rows.iterrows():
             print(f"{method:<12}{task:<17}{length:>6} {protocol:<6}{r['metric']:<20}{r['score']:>6.1f}  n={r['n']}  "
                   f"{r['wall_s']:.0f} s", flush=True)
+    print(draw(pd.read_csv(table_file), args.figure))
 
 
 if __name__ == "__main__":
