@@ -37,7 +37,7 @@ import torch
 from endprompt import rope as R
 
 __all__ = ["Candidate", "RESCALINGS", "CRITERIA", "rotary_turns", "spectrum", "rescaled_model", "pretrain_candidate",
-           "screen_model", "screen", "criteria_met", "append_row", "machine"]
+           "screen_model", "screen", "screen_saved", "criteria_met", "append_row", "machine"]
 
 MIXTURE = "mixture:natural=0.2,passkey=0.4,niah=0.3,mqar=0.05,vt=0.05"
 """The study's pretraining mixture (`endprompt.reproduce`)."""
@@ -239,36 +239,80 @@ def append_row(csv: str | Path, row: dict) -> pd.DataFrame:
     return table
 
 
+def _done_row(csv: Path, key: str) -> dict | None:
+    if csv.exists():
+        done = pd.read_csv(csv)
+        if key in set(done["key"]):
+            return done[done["key"] == key].iloc[-1].to_dict()
+    return None
+
+
+def _record(out: Path, key: str, settings: dict, final: Path, table: pd.DataFrame, facts: dict, log: Path | None,
+            note: str, load0: float) -> dict:
+    """Write the candidate's evaluation table and log, append its row to the attempts table; returns the row."""
+    from safetensors import safe_open
+
+    (out / "evals").mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "evals" / f"{key}.csv", index=False)
+    if log is not None and log.exists():
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        shutil.copy(log, out / "logs" / f"{key}.jsonl")
+    with safe_open(str(final / "model.safetensors"), "pt") as f:
+        params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    head_dim = settings["hidden_size"] // settings["num_heads"]
+    row = {"key": key, **settings, "head_dim": head_dim, **spectrum(settings["L0"], head_dim, settings["rope_theta"]),
+           "params": params, **facts, "machine": machine(), "load_avg": round((load0 + os.getloadavg()[0]) / 2, 2),
+           "finished": time.strftime("%Y-%m-%d %H:%M"), **_scores(table, settings["L0"]), "note": note}
+    row["meets_screen"] = criteria_met(row)
+    append_row(out / "attempts.csv", row)
+    return row
+
+
 def screen(c: Candidate, out_dir: str | Path = "results/testbed", cache_dir: str | Path = "cache", samples: int = 24,
            note: str = "", progress: bool = True) -> dict:
     """Pretrain and screen one candidate; appends its row to ``<out_dir>/attempts.csv`` (skipped when the key is
     there already) and returns the row."""
-    from safetensors import safe_open
-
     out = Path(out_dir)
-    csv = out / "attempts.csv"
-    if csv.exists():
-        done = pd.read_csv(csv)
-        if c.key in set(done["key"]):
-            return done[done["key"] == c.key].iloc[-1].to_dict()
-    load0, start = os.getloadavg()[0], time.perf_counter()
+    done = _done_row(out / "attempts.csv", c.key)
+    if done is not None:
+        return done
+    load0 = os.getloadavg()[0]
     result, final = pretrain_candidate(c, cache_dir, progress)
-    eval_start = time.perf_counter()
+    start = time.perf_counter()
     table = screen_model(final, c.L0, samples)
-    eval_s = time.perf_counter() - eval_start
-    (out / "evals").mkdir(parents=True, exist_ok=True)
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "evals" / f"{c.key}.csv", index=False)
-    shutil.copy(Path(cache_dir) / "testbed" / c.key / "metrics.jsonl", out / "logs" / f"{c.key}.jsonl")
-    with safe_open(str(final / "model.safetensors"), "pt") as f:
-        model_params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-    row = {"key": c.key, **asdict(c), "head_dim": c.head_dim, **spectrum(c.L0, c.head_dim, c.rope_theta),
-           "params": model_params, "train_tokens": result["tokens"], "final_loss": round(result["losses"][-1], 4),
-           "train_s": round(result["wall_time_s"], 1), "tokens_per_s": round(result["tokens_per_s"], 1),
-           "eval_s": round(eval_s, 1), "samples": samples, "machine": machine(),
-           "load_avg": round((load0 + os.getloadavg()[0]) / 2, 2), "finished": time.strftime("%Y-%m-%d %H:%M"),
-           **_scores(table, c.L0), "note": note}
-    row["meets_screen"] = criteria_met(row)
-    row["total_s"] = round(time.perf_counter() - start, 1)
-    append_row(csv, row)
-    return row
+    facts = {"train_tokens": result["tokens"], "final_loss": round(result["losses"][-1], 4),
+             "train_s": round(result["wall_time_s"], 1), "tokens_per_s": round(result["tokens_per_s"], 1),
+             "eval_s": round(time.perf_counter() - start, 1), "samples": samples}
+    return _record(out, c.key, asdict(c), final, table, facts, Path(cache_dir) / "testbed" / c.key / "metrics.jsonl",
+                   note, load0)
+
+
+def screen_saved(base_dir: str | Path, L0: int, out_dir: str | Path = "results/testbed", samples: int = 24,
+                 note: str = "") -> dict:
+    """Screen a base that exists already (e.g. the shipped byte-level one) as a reference row ``saved-<dir name>``;
+    its settings come from its ``config.json``, its tokens from ``pretrain_metrics.jsonl`` when present."""
+    import json
+
+    from endprompt.tokenizer import is_byte_tokenizer, load_tokenizer
+
+    base_dir, out = Path(base_dir), Path(out_dir)
+    key = f"saved-{base_dir.name}"
+    done = _done_row(out / "attempts.csv", key)
+    if done is not None:
+        return done
+    config = json.loads((base_dir / "config.json").read_text())
+    tok = load_tokenizer(None, base_dir)
+    theta = R.from_rope_parameters(config.get("rope_parameters"), config.get("max_position_embeddings")).rope_theta
+    settings = {"L0": L0, "hidden_size": config["hidden_size"], "num_layers": config["num_hidden_layers"],
+                "num_heads": config["num_attention_heads"], "rope_theta": theta,
+                "vocab_size": 0 if is_byte_tokenizer(tok) else len(tok)}
+    log = base_dir / "pretrain_metrics.jsonl"
+    facts = {"samples": samples}
+    if log.exists():
+        last = json.loads(log.read_text().splitlines()[-1])
+        facts |= {"steps": last["step"], "train_tokens": last["tokens"], "final_loss": round(last["loss"], 4),
+                  "train_s": round(last["elapsed_s"], 1), "tokens_per_s": round(last["tokens_per_s"], 1)}
+    load0, start = os.getloadavg()[0], time.perf_counter()
+    table = screen_model(base_dir, L0, samples)
+    facts["eval_s"] = round(time.perf_counter() - start, 1)
+    return _record(out, key, settings, base_dir, table, facts, log, note, load0)

@@ -17,6 +17,7 @@ from endprompt.testbed import (
     rescaled_model,
     rotary_turns,
     screen,
+    screen_saved,
     spectrum,
 )
 from tests.tolerances import LOGITS_ATOL, LOGITS_CHANGED, ROPE_RTOL
@@ -98,3 +99,7 @@ def test_screen_one_candidate_end_to_end_and_resume(tmp_path):
                                                                                   > 0).all()
     again = screen(c, tmp_path / "out", tmp_path / "cache", samples=2, progress=False)
     assert len(pd.read_csv(tmp_path / "out" / "attempts.csv")) == 1 and again["key"] == c.key
+    saved = screen_saved(tmp_path / "cache" / "testbed" / c.key / "final", 256, tmp_path / "out", samples=1)
+    assert saved["key"] == "saved-final" and saved["vocab_size"] == 0 and saved["rope_theta"] == c.rope_theta
+    assert saved["num_layers"] == 1 and saved["head_dim"] == 16 and 0 <= saved["yarn8_pk_half"] <= 100
+    assert len(pd.read_csv(tmp_path / "out" / "attempts.csv")) == 2

@@ -14,7 +14,7 @@ import json
 
 import torch
 
-from endprompt.testbed import Candidate, screen, spectrum
+from endprompt.testbed import Candidate, screen, screen_saved, spectrum
 
 
 def main(argv=None):
@@ -26,9 +26,16 @@ def main(argv=None):
     parser.add_argument("--cache", default="cache")
     parser.add_argument("--samples", type=int, default=24, help="prompts per cell (issue 13: >= 24)")
     parser.add_argument("--note", default="")
+    parser.add_argument("--saved", help="screen this existing base directory instead (a reference row); give its L0")
     parser.add_argument("--dry-run", action="store_true", help="print the candidate and its spectrum only")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.saved:
+        L0 = dict(s.split("=", 1) for s in args.settings).get("L0")
+        if L0 is None:
+            parser.error("--saved needs L0=<the base's pretraining length>")
+        print(json.dumps(screen_saved(args.saved, int(L0), args.out, args.samples, args.note), indent=1, default=str))
+        return
     c = Candidate.from_overrides(args.settings)
     print(c.key, json.dumps(spectrum(c.L0, c.head_dim, c.rope_theta)), flush=True)
     if args.dry_run:
