@@ -37,7 +37,7 @@ import torch
 from endprompt import rope as R
 
 __all__ = ["Candidate", "RESCALINGS", "CRITERIA", "rotary_turns", "spectrum", "rescaled_model", "pretrain_candidate",
-           "screen_model", "screen", "screen_saved", "criteria_met", "append_row", "machine"]
+           "screen_model", "screen", "screen_saved", "criteria_met", "attempts_markdown", "append_row", "machine"]
 
 MIXTURE = "mixture:natural=0.2,passkey=0.4,niah=0.3,mqar=0.05,vt=0.05"
 """The study's pretraining mixture (`endprompt.reproduce`)."""
@@ -316,3 +316,26 @@ def screen_saved(base_dir: str | Path, L0: int, out_dir: str | Path = "results/t
     table = screen_model(base_dir, L0, samples)
     facts["eval_s"] = round(time.perf_counter() - start, 1)
     return _record(out, key, settings, base_dir, table, facts, log, note, load0)
+
+
+def attempts_markdown(table: pd.DataFrame) -> str:
+    """The attempts table as markdown: settings, spectrum, cost and passkey exact match per cell (L0/2 / L0)."""
+    def pair(row, prefix):
+        a, b = row.get(f"{prefix}pk_half"), row.get(f"{prefix}pk_L0")
+        return f"{a:.0f} / {b:.0f}" if pd.notna(a) and pd.notna(b) else "-"
+
+    lines = ["| # | L0 | layers x width, head_dim | rope_theta | tokenizer | params | pretrain tokens (min) "
+             "| fast / slow pairs | passkey L0/2 / L0 | niah L0 | dyn NTK L0 / 2L0 | PI x2 | PI x8 | YaRN x8 | meets |",
+             "| --- " * 15 + "|"]
+    for i, r in enumerate(table.to_dict("records"), 1):
+        tok = f"BPE {int(r['vocab_size'])}" if r["vocab_size"] else "byte"
+        minutes = f"{r['train_s'] / 60:.0f}" if pd.notna(r.get("train_s")) else "-"
+        tokens = f"{r['train_tokens'] / 1e6:.1f}M ({minutes})" if pd.notna(r.get("train_tokens")) else "-"
+        dyn = f"{r.get('dyn_pk_L0', float('nan')):.0f} / {r.get('dyn_pk_2L0', float('nan')):.0f}"
+        lines.append(f"| {i} | {int(r['L0'])} | {int(r['num_layers'])} x {int(r['hidden_size'])}, {int(r['head_dim'])} "
+                     f"| {r['rope_theta']:g} | {tok} | {r['params'] / 1e6:.2f}M | {tokens} | {int(r['fast_pairs'])} / "
+                     f"{int(r['slow_pairs'])} of {int(r['pairs'])} | {pair(r, '')} "
+                     f"| {r.get('niah_L0', float('nan')):.0f} | {dyn} | {pair(r, 'pi2_')} | {pair(r, 'pi8_')} "
+                     f"| {pair(r, 'yarn8_')} | "
+                     f"{'yes' if r['meets_screen'] else 'no'} |")
+    return "\n".join(lines)

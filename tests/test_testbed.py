@@ -13,6 +13,7 @@ from endprompt.testbed import (
     CRITERIA,
     Candidate,
     append_row,
+    attempts_markdown,
     criteria_met,
     rescaled_model,
     rotary_turns,
@@ -102,4 +103,5 @@ def test_screen_one_candidate_end_to_end_and_resume(tmp_path):
     saved = screen_saved(tmp_path / "cache" / "testbed" / c.key / "final", 256, tmp_path / "out", samples=1)
     assert saved["key"] == "saved-final" and saved["vocab_size"] == 0 and saved["rope_theta"] == c.rope_theta
     assert saved["num_layers"] == 1 and saved["head_dim"] == 16 and 0 <= saved["yarn8_pk_half"] <= 100
-    assert len(pd.read_csv(tmp_path / "out" / "attempts.csv")) == 2
+    markdown = attempts_markdown(pd.read_csv(tmp_path / "out" / "attempts.csv"))
+    assert markdown.count("\n") == 3 and markdown.splitlines()[-1].startswith("| 2 | 256 | 1 x 32, 16 | 10000 | byte")

@@ -11,10 +11,12 @@ Resumable: an interrupted candidate continues from its last checkpoint; a finish
 
 import argparse
 import json
+from pathlib import Path
 
+import pandas as pd
 import torch
 
-from endprompt.testbed import Candidate, screen, screen_saved, spectrum
+from endprompt.testbed import Candidate, attempts_markdown, screen, screen_saved, spectrum
 
 
 def main(argv=None):
@@ -27,9 +29,13 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=24, help="prompts per cell (issue 13: >= 24)")
     parser.add_argument("--note", default="")
     parser.add_argument("--saved", help="screen this existing base directory instead (a reference row); give its L0")
+    parser.add_argument("--table", action="store_true", help="print the attempts table as markdown and exit")
     parser.add_argument("--dry-run", action="store_true", help="print the candidate and its spectrum only")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.table:
+        print(attempts_markdown(pd.read_csv(Path(args.out) / "attempts.csv")))
+        return
     if args.saved:
         L0 = dict(s.split("=", 1) for s in args.settings).get("L0")
         if L0 is None:
