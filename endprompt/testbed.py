@@ -27,7 +27,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,10 @@ class Candidate:
         steps, batch, lr, warmup: pretraining (cosine schedule), ``batch`` sequences of ``L0`` tokens per step.
         docs: mixture documents of ``L0`` tokens generated for pretraining (reused over epochs).
         mixed_precision: "no" or "bf16" autocast.
+        short_L0, short_steps: an optional first stage at the shorter length ``short_L0`` (``batch * L0 / short_L0``
+            sequences per step, the same tokens per step, its own cosine schedule and ``docs * L0 / short_L0``
+            documents), continued at ``L0`` for ``steps``, as real LLMs are pretrained short and then long. It buys
+            ``L0 / short_L0`` times more retrieval examples per token in the first stage. 0 = one stage.
     """
 
     L0: int = 1024
@@ -78,6 +82,8 @@ class Candidate:
     mixture: str = MIXTURE
     mixed_precision: str = "bf16"
     seed: int = 0
+    short_L0: int = 0
+    short_steps: int = 0
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
@@ -90,6 +96,10 @@ class Candidate:
             raise ValueError("steps, batch, docs must be >= 1 and lr > 0")
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"mixed_precision={self.mixed_precision!r}: use 'no' or 'bf16'")
+        if bool(self.short_L0) != bool(self.short_steps) or (self.short_L0 and (
+                self.short_L0 >= self.L0 or self.L0 % self.short_L0 or self.short_L0 < 64)):
+            raise ValueError(f"short_L0={self.short_L0}, short_steps={self.short_steps}: give both or neither, with "
+                             f"64 <= short_L0 < L0={self.L0} dividing L0")
         from endprompt.mixture import parse_mixture
 
         parse_mixture(self.mixture)
@@ -103,7 +113,8 @@ class Candidate:
         mix = self.mixture.split(":", 1)[1].replace("=", "").replace(",", "-").replace(".", "")
         tok = f"bpe{self.vocab_size}" if self.vocab_size else "byte"
         return (f"L{self.L0}-h{self.hidden_size}-l{self.num_layers}-hd{self.head_dim}-th{self.rope_theta:g}-{tok}"
-                f"-s{self.steps}-b{self.batch}-lr{self.lr:g}-d{self.docs}-{self.mixed_precision}-seed{self.seed}-{mix}")
+                f"-s{self.steps}-b{self.batch}-lr{self.lr:g}-d{self.docs}-{self.mixed_precision}-seed{self.seed}-{mix}"
+                + (f"-short{self.short_L0}x{self.short_steps}" if self.short_steps else ""))
 
     @classmethod
     def from_overrides(cls, overrides: list[str]) -> Candidate:
@@ -175,10 +186,28 @@ def pretrain_candidate(c: Candidate, cache_dir: str | Path = "cache", progress: 
     if c.vocab_size:
         bpe_tokenizer(c.vocab_size, cache_dir)
         tokenizer_dir = str(Path(cache_dir) / "tokenizers" / f"bpe-{c.vocab_size}")
+    flags = [f"run.progress={str(progress).lower()}"]
+    if c.short_steps and not (out / "short" / "final" / "config.json").exists():
+        ratio = c.L0 // c.short_L0
+        short = replace(c, L0=c.short_L0, steps=c.short_steps, batch=c.batch * ratio, docs=c.docs * ratio,
+                        short_L0=0, short_steps=0)
+        train(load_config("tiny-cpu", overrides=_overrides(short, out / "short", cache_dir, tokenizer_dir) + flags))
     if not (out / "final" / "config.json").exists():
-        overrides = _overrides(c, out, cache_dir, tokenizer_dir) + [f"run.progress={str(progress).lower()}"]
+        overrides = _overrides(c, out, cache_dir, tokenizer_dir) + flags
+        if c.short_steps:  # continue from the short stage: its weights and tokenizer, the context set to L0
+            overrides += [f"model.path={out / 'short' / 'final'}", "model.tokenizer=null",
+                          f"model.config_overrides={{max_position_embeddings: {c.L0}}}"]
         train(load_config("tiny-cpu", overrides=overrides))
     result = json.loads((out / "train_result.json").read_text())
+    if c.short_steps:  # the whole pretraining: both stages' tokens and time; the log gets a stage field
+        first = json.loads((out / "short" / "train_result.json").read_text())
+        result = {**result, "tokens": first["tokens"] + result["tokens"],
+                  "wall_time_s": first["wall_time_s"] + result["wall_time_s"]}
+        result["tokens_per_s"] = result["tokens"] / max(result["wall_time_s"], 1e-9)
+        records = [{**json.loads(line), "stage": stage}
+                   for stage, run in (("short", out / "short"), ("long", out))
+                   for line in (run / "metrics.jsonl").read_text().splitlines()]
+        (out / "pretrain_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return result, out / "final"
 
 
@@ -283,8 +312,9 @@ def screen(c: Candidate, out_dir: str | Path = "results/testbed", cache_dir: str
     facts = {"train_tokens": result["tokens"], "final_loss": round(result["losses"][-1], 4),
              "train_s": round(result["wall_time_s"], 1), "tokens_per_s": round(result["tokens_per_s"], 1),
              "eval_s": round(time.perf_counter() - start, 1), "samples": samples}
-    return _record(out, c.key, asdict(c), final, table, facts, Path(cache_dir) / "testbed" / c.key / "metrics.jsonl",
-                   note, load0)
+    run = Path(cache_dir) / "testbed" / c.key
+    log = run / ("pretrain_metrics.jsonl" if c.short_steps else "metrics.jsonl")
+    return _record(out, c.key, asdict(c), final, table, facts, log, note, load0)
 
 
 def screen_saved(base_dir: str | Path, L0: int, out_dir: str | Path = "results/testbed", samples: int = 24,

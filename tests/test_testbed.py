@@ -105,3 +105,16 @@ def test_screen_one_candidate_end_to_end_and_resume(tmp_path):
     assert saved["num_layers"] == 1 and saved["head_dim"] == 16 and 0 <= saved["yarn8_pk_half"] <= 100
     markdown = attempts_markdown(pd.read_csv(tmp_path / "out" / "attempts.csv"))
     assert markdown.count("\n") == 3 and markdown.splitlines()[-1].startswith("| 2 | 256 | 1 x 32, 16 | 10000 | byte")
+
+
+def test_two_stage_pretraining_short_then_long(tmp_path):
+    c = Candidate(L0=256, hidden_size=32, num_layers=1, num_heads=2, vocab_size=0, steps=1, batch=2, warmup=1,
+                  docs=4, mixture="mixture:passkey=1", mixed_precision="no", short_L0=128, short_steps=2)
+    with pytest.raises(ValueError, match="short_L0"):
+        Candidate(short_L0=128)
+    row = screen(c, tmp_path / "out", tmp_path / "cache", samples=1, progress=False)
+    assert row["train_tokens"] == 2 * (2 * 2) * 128 + 1 * 2 * 256  # the short stage: twice the sequences, half as long
+    log = pd.read_json(tmp_path / "out" / "logs" / f"{c.key}.jsonl", lines=True)
+    assert list(log["stage"]) == ["short", "long"]  # each stage logs its last step
+    config = pd.read_json(tmp_path / "cache" / "testbed" / c.key / "final" / "config.json", typ="series")
+    assert config["max_position_embeddings"] == 256
