@@ -261,6 +261,8 @@ def append_row(csv: str | Path, row: dict) -> pd.DataFrame:
     csv = Path(csv)
     table = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
     table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+    first = ["key"] + [f.name for f in fields(Candidate)]  # settings first, then whatever the rows measured
+    table = table[[c for c in first if c in table] + [c for c in table if c not in first]]
     csv.parent.mkdir(parents=True, exist_ok=True)
     tmp = csv.with_suffix(".csv.tmp")
     table.to_csv(tmp, index=False)
