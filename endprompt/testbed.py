@@ -100,7 +100,7 @@ class Candidate:
                 self.short_L0 >= self.L0 or self.L0 % self.short_L0 or self.short_L0 < 64)):
             raise ValueError(f"short_L0={self.short_L0}, short_steps={self.short_steps}: give both or neither, with "
                              f"64 <= short_L0 < L0={self.L0} dividing L0")
-        from endprompt.mixture import parse_mixture
+        from endprompt.data import parse_mixture
 
         parse_mixture(self.mixture)
 
