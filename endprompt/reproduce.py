@@ -27,11 +27,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from endprompt import rope as R
 from endprompt.batching import EOT_CUE, recipe_spec
 from endprompt.checkpoint import atomic_write
 from endprompt.config import RecipeConfig, TrainConfig, load_config
 from endprompt.evaluate import evaluate
+from endprompt.modeling import extend_config
 from endprompt.train import train
 
 __all__ = ["StudyConfig", "Method", "PRESETS", "METHODS", "TRAINED", "TRAINING_FREE", "extension_config", "run_study",
@@ -184,9 +184,7 @@ def _training_free(base: Path, method: str, cfg: StudyConfig, device: str):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(base)
-    rope = R.for_extension(TRAINING_FREE[method], cfg.L0, cfg.target_len)
-    for key, value in R.transformers_config_kwargs(rope, cfg.target_len, cfg.hidden_size // cfg.num_heads).items():
-        setattr(config, key, value)
+    extend_config(config, TRAINING_FREE[method], cfg.target_len, cfg.L0)  # as training does (prepare_model)
     return AutoModelForCausalLM.from_pretrained(base, config=config, dtype=torch.float32).to(device)
 
 
