@@ -5,10 +5,12 @@ attends causally inside its group. Half of the heads see groups shifted by ``G/2
 neighbouring groups. In evaluation mode (``module.training`` False) it is plain sdpa attention, as LongLoRA evaluates
 with full attention.
 
-Difference from LongLoRA's flash-attention code, on purpose: there the shifted half rolls the sequence and applies a
-causal mask in the rolled order, so in the wrapped last group the first G/2 tokens of the sequence attend to its last
-G/2 tokens (the future). Here causality always follows the original token order (and the padding mask), so nothing
-attends to the future.
+The shifted heads follow LongLoRA's flash-attention path at HEAD (``llama_attn_replace.py``, since October 2023): it
+cuts each sequence into variable-length segments with ``cu_seqlens`` at ``G/2, 3G/2, ..., T - G/2``, so the shifted
+groups are ``[0, G/2)``, ``[G/2, 3G/2)``, ..., ``[T - G/2, T)``: the first and the last half group stand alone and no
+token sees a token from the other end of the sequence. (LongLoRA's non-flash path rolls the sequence instead, which
+joins the last half group with the first one; we do not follow it.) Causality follows the original token order and
+the padding mask.
 
     from endprompt import s2attn
     s2attn.register(group_ratio=0.25)
@@ -20,19 +22,28 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["NAME", "register", "s2_attention_forward", "group_slots"]
+__all__ = ["NAME", "register", "s2_attention_forward", "group_slots", "group_ids"]
 
 NAME = "s2attn"
 _STATE = {"group_ratio": 0.25}
 
 
 def group_slots(T: int, group: int, shift: int) -> torch.Tensor:
-    """Original token index of each (group, slot): ``(T/group, group)``; the shifted pattern starts ``shift`` later."""
+    """Original token index of each (group, slot): ``(T/group, group)``; the shifted pattern starts ``shift`` later.
+
+    With a shift the last row holds ``T - shift .. T-1`` and ``0 .. shift-1``: a container for two half groups that
+    `group_ids` keeps apart (no wrap), so every row has ``group`` slots and one batched attention call serves all."""
     return (torch.arange(T).view(T // group, group) + shift) % T
 
 
-def _attend(q, k, v, idx, mask, scaling, dropout):
-    """Causal attention inside the groups given by ``idx`` (nG, G). q, k, v: (B, h, T, D). Returns (B, h, T, D)."""
+def group_ids(idx: torch.Tensor, group: int, shift: int) -> torch.Tensor:
+    """The attention group of each token in ``idx``: ``(i + shift) // group``, LongLoRA's flash segments (no wrap)."""
+    return (idx + shift) // group
+
+
+def _attend(q, k, v, idx, gid, mask, scaling, dropout):
+    """Causal attention inside the groups given by ``idx`` (nG, G) and their group ids ``gid`` (nG, G).
+    q, k, v: (B, h, T, D). Returns (B, h, T, D)."""
     B, h, T, D = q.shape
     nG, G = idx.shape
     flat = idx.reshape(-1)
@@ -41,6 +52,7 @@ def _attend(q, k, v, idx, mask, scaling, dropout):
         allowed = mask[:, 0][:, idx[:, :, None], idx[:, None, :]][:, None]  # (B, 1, nG, G, G)
     else:
         allowed = (idx[:, None, :] <= idx[:, :, None])[None, None]  # (1, 1, nG, G, G): key index <= query index
+    allowed = allowed & (gid[:, :, None] == gid[:, None, :])[None, None]  # the wrapped row holds two groups
     # a query with no visible key (a group of padding) would give NaN; let it see itself, its output is unused
     eye = torch.eye(G, dtype=torch.bool, device=q.device)
     allowed = allowed | (eye & ~allowed.any(-1, keepdim=True))
@@ -68,10 +80,12 @@ def s2_attention_forward(module, query, key, value, attention_mask, dropout: flo
     if attention_mask is not None and attention_mask.dtype != torch.bool:
         attention_mask = attention_mask == 0  # additive (0 / -inf) -> allowed
     half = H // 2
-    plain = _attend(query[:, :half], key[:, :half], value[:, :half], group_slots(T, G, 0).to(query.device),
-                    attention_mask, scaling, dropout)
-    shifted = _attend(query[:, half:], key[:, half:], value[:, half:], group_slots(T, G, G // 2).to(query.device),
-                      attention_mask, scaling, dropout)
+    heads = []
+    for sl, shift in ((slice(None, half), 0), (slice(half, None), G // 2)):
+        idx = group_slots(T, G, shift).to(query.device)  # (nG, G)
+        heads.append(_attend(query[:, sl], key[:, sl], value[:, sl], idx, group_ids(idx, G, shift), attention_mask,
+                             scaling, dropout))
+    plain, shifted = heads
     return torch.cat([plain, shifted], dim=1).transpose(1, 2).contiguous(), None
 
 
