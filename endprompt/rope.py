@@ -270,7 +270,10 @@ def _longrope(cfg: RopeScaling, head_dim: int, seq_len: int | None = None) -> tu
 def compute_inv_freq(cfg: RopeScaling, head_dim: int, seq_len: int | None = None) -> tuple[np.ndarray, float]:
     """``(inv_freq, attention_factor)`` for ``cfg``: ``inv_freq`` has shape ``(rotary_dim/2,)``, float64.
 
-    ``seq_len`` matters only to length-dependent types (dynamic, longrope), as in transformers' forward pass.
+    ``seq_len`` matters only to length-dependent types (dynamic, longrope): the frequencies a *fresh* transformers
+    rotary embedding uses for a forward pass of ``seq_len`` tokens. transformers' dynamic embedding then keeps the
+    frequencies of its longest pass (until a pass shorter than the original length), so a later, shorter pass differs
+    from this; `endprompt.evaluate.dynamic_rope.pin_dynamic_rope` sets a model to these frequencies for one length.
     """
     return ROPE_SCALINGS[cfg.rope_type](cfg, head_dim, seq_len)
 

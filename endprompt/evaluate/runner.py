@@ -3,6 +3,8 @@
 Rows carry ``score`` (RULER scores x100, MQAR accuracy x100, perplexity as is, k_max in tokens), ``n`` (samples or
 tokens behind it), and ``status``: "ok", or "not_run" with the ``reason`` (missing QA files, a prompt that cannot fit
 the length, no document long enough). Generation is batched greedy decoding with a KV cache (``model.generate``).
+A model with dynamic NTK RoPE is evaluated at each length L with the frequencies for L
+(`endprompt.evaluate.dynamic_rope`), so the table does not depend on the order of the lengths.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tqdm.auto import tqdm
 from endprompt.evaluate import perplexity as PPL
 from endprompt.evaluate import retrieval
 from endprompt.evaluate.chat import ChatTemplate
+from endprompt.evaluate.dynamic_rope import pin_dynamic_rope
 from endprompt.evaluate.ruler import (
     RULER_TASKS,
     SYNTHETIC_TASKS,
@@ -135,6 +138,7 @@ def evaluate(model, tokenizer, suite: str = "ruler", lengths: Sequence[int] = (4
     bar = tqdm(jobs, desc=f"evaluate {model_name}", unit="task", disable=not progress)
     for s, name, length in bar:
         bar.set_postfix(task=name, length=length, refresh=False)
+        pin_dynamic_rope(model, length)  # dynamic NTK: one set of frequencies per length, whatever the order
         try:
             if s in ("ruler", "synthetic"):
                 samples = make_samples(name, length, prompt_tok, num_samples, seed, style, essay_path, squad_path,
@@ -171,6 +175,7 @@ def evaluate(model, tokenizer, suite: str = "ruler", lengths: Sequence[int] = (4
                         rows.append(_row(model_name, s, "perplexity", length, form, np.nan, 0, "not_run", str(err)))
         except (TaskUnavailable, TaskDoesNotFit) as err:
             rows.append(_row(model_name, s, name, length, "string_match_all", np.nan, 0, "not_run", str(err)))
+    pin_dynamic_rope(model, None)
     table = pd.DataFrame(rows, columns=COLUMNS)
     passkey = table[(table["task"] == "passkey") & (table["metric"] == "accuracy") & (table["status"] == "ok")]
     if len(passkey):
