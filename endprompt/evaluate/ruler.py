@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from endprompt.evaluate.text import NOISE, essay_sentences, random_key, random_value, words
+from endprompt.evaluate.text import NOISE, essay_sentences, extended_words, random_key, random_value, words
 
 __all__ = ["RULER_TASKS", "SYNTHETIC_TASKS", "EvalSample", "TaskUnavailable", "TaskDoesNotFit", "make_samples",
            "fit_units"]
@@ -88,7 +88,8 @@ _RULER_NIAH = ("Some special magic {kind} are hidden within the following text. 
 _VT = ("Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n{context}\nQuestion: "
        "Find all variables that are assigned the value {query} in the text above.")
 _VT_PREFIX = (" Answer: According to the chain(s) of variable assignment in the text above, {n} variables are "
-              "assgined the value {query}, they are: ")  # RULER's spelling, kept so prompts match RULER's
+              "assigned the value {query}, they are: ")  # RULER's spelling since May 2025 (was "assgined")
+_VT_EXAMPLE_TOKENS = 500  # RULER fits its one-shot vt example to 500 tokens
 _CWE = ("Below is a numbered list of words. In these words, some appear more often than others. Memorize the ones "
         "that appear most often.\n{context}\nQuestion: What are the 10 most common words in the above list?")
 _CWE_PREFIX = " Answer: The top 10 words that appear most often in the list are:"
@@ -169,43 +170,74 @@ def _niah(task: str, n: int, seed, style: str, essay: str | None) -> tuple[str, 
     return prompt, answers, {"depths": np.round(fractions, 4).tolist()}
 
 
-def _vt(n: int, seed, style: str) -> tuple[str, list[str], dict]:
+def _insert_before(units: list[str], inserts: list[str], positions: list[int]) -> list[str]:
+    """Insert ``inserts[j]`` just before ``units[positions[j]]`` (``positions`` sorted; ``len(units)`` appends)."""
+    out, last = [], 0
+    for pos, item in zip(positions, inserts):
+        out += units[last:pos] + [item]
+        last = pos
+    return out + units[last:]
+
+
+def _vt_chain(rng: np.random.Generator, letters: int, hops: int = 4) -> tuple[list[str], list[str], str]:
+    """RULER's chain: ``hops + 1`` distinct upper-case names, "VAR A = value", then "VAR B = VAR A " (RULER's trailing
+    space) and so on; the value has 5 digits (``randint(10000, 99999)``, upper bound excluded)."""
+    names: list[str] = []
+    while len(names) < hops + 1:
+        name = "".join(rng.choice(list(string.ascii_uppercase), letters))
+        if name not in names:
+            names.append(name)
+    value = str(int(rng.integers(10000, 99999)))
+    statements = [f"VAR {names[0]} = {value}"] + [f"VAR {names[j + 1]} = VAR {names[j]} " for j in range(hops)]
+    return names, statements, value
+
+
+def _vt_ruler(n: int, rng: np.random.Generator, letters: int) -> tuple[str, list[str]]:
+    """RULER's vt prompt with ``n`` noise lines: the chain's statements go before distinct, sorted noise lines (after
+    all of them only when ``n`` is smaller than the chain), one per line."""
+    names, statements, value = _vt_chain(rng, letters)
+    k = len(statements)
+    positions = sorted(rng.choice(n, k, replace=False).tolist() if n >= k else rng.integers(0, n + 1, k).tolist())
+    context = "\n".join(_insert_before([NOISE] * n, statements, positions))
+    return _VT.format(context=context, query=value) + _VT_PREFIX.format(n=len(names), query=value), names
+
+
+def vt_example(seed, count: Callable[[str], int]) -> str:
+    """RULER's one-shot vt example: 3-letter names, as much noise as fits in 500 tokens of ``count`` (the answer not
+    counted), followed by its answer; seeded by ``seed``, the same for every haystack size of the main prompt."""
+    key = [*np.atleast_1d(seed), 11]
+    n = fit_units(lambda m: _vt_ruler(m, np.random.default_rng(key), 3)[0], count, _VT_EXAMPLE_TOKENS, start=4)
+    prompt, names = _vt_ruler(n, np.random.default_rng(key), 3)
+    return prompt + " " + " ".join(names)
+
+
+def _vt(n: int, seed, style: str, example: str = "") -> tuple[str, list[str], dict]:
+    """vt with ``n`` noise units. ``style="ruler"``: RULER's prompt after ``example`` (`vt_example`), separated by a
+    blank line. ``style="compact"``: 5-letter names, noise joined by spaces, no example."""
     rng = np.random.default_rng(seed)
-
-    def chain(hops: int = 4):
-        names: list[str] = []
-        while len(names) < hops + 1:
-            name = "".join(rng.choice(list(string.ascii_uppercase), 5))
-            if name not in names:
-                names.append(name)
-        value = str(int(rng.integers(10000, 100000)))
-        statements = [f"VAR {names[0]} = {value}"] + [f"VAR {names[j + 1]} = VAR {names[j]}" for j in range(hops)]
-        return names, statements, value
-
-    def body(num_noise: int):
-        names, statements, value = chain()
-        fractions = np.sort(rng.random(len(statements)))
-        context = " ".join(_insert([NOISE] * num_noise, statements, fractions))
-        if style == "compact":
-            return names, value, f"{context}\nWhich variables are assigned the value {value}? Answer:"
-        return names, value, _VT.format(context=context, query=value) + _VT_PREFIX.format(n=len(names), query=value)
-
-    if style == "ruler":  # RULER prepends one solved example with a short noise
-        ex_names, _, example = body(5)
-        names, value, main = body(n)
-        prompt = example + " " + " ".join(ex_names) + "\n\n" + main
-    else:
-        names, value, prompt = body(n)
-    return prompt, names, {}
+    if style == "ruler":
+        prompt, names = _vt_ruler(n, rng, 5)
+        return (example + "\n\n" if example else "") + prompt, names, {}
+    names: list[str] = []
+    while len(names) < 5:
+        name = "".join(rng.choice(list(string.ascii_uppercase), 5))
+        if name not in names:
+            names.append(name)
+    value = str(int(rng.integers(10000, 100000)))
+    statements = [f"VAR {names[0]} = {value}"] + [f"VAR {names[j + 1]} = VAR {names[j]}" for j in range(4)]
+    fractions = np.sort(rng.random(len(statements)))
+    context = " ".join(_insert([NOISE] * n, statements, fractions))
+    return f"{context}\nWhich variables are assigned the value {value}? Answer:", names, {}
 
 
 def _cwe(n: int, seed, length: int) -> tuple[str, list[str], dict]:
     rng = np.random.default_rng(seed)
-    w = words()
     common_repeats, rare_repeats = (6, 1) if length < 4096 else (30, 3)
 
     def listing(num, c_rep, r_rep):
-        chosen = [w[i] for i in rng.choice(len(w), num, replace=False)]
+        # RULER samples from its word list, and from a larger one when ``num`` exceeds it
+        pool = words() if num <= len(words()) else extended_words()
+        chosen = [pool[i] for i in rng.choice(len(pool), min(num, len(pool)), replace=False)]
         common, rare = chosen[:10], chosen[10:]
         items = common * c_rep + rare * r_rep
         items = [items[i] for i in rng.permutation(len(items))]
@@ -214,15 +246,15 @@ def _cwe(n: int, seed, length: int) -> tuple[str, list[str], dict]:
     ex_context, ex_common = listing(20, 3, 1) if length < 4096 else listing(40, 10, 3)
     example = _CWE.format(context=ex_context) + _CWE_PREFIX + " " + " ".join(
         f"{i + 1}. {x}" for i, x in enumerate(ex_common))
-    context, common = listing(min(10 + n, len(w)), common_repeats, rare_repeats)
+    context, common = listing(10 + n, common_repeats, rare_repeats)
     return example + "\n" + _CWE.format(context=context) + _CWE_PREFIX, common, {}
 
 
-def _fwe(n: int, seed, length: int) -> tuple[str, list[str], dict]:
+def _fwe(n: int, seed, length: int, budget: int) -> tuple[str, list[str], dict]:
     from scipy.special import zeta
 
     rng = np.random.default_rng(seed)
-    size = max(length // 50, 8)
+    size = max((length - budget) // 50, 4)  # RULER: (max_seq_length - tokens_to_generate) // 50; 4 keeps 3 answers
     vocab: set[str] = set()
     while len(vocab) < size:
         vocab.add("".join(rng.choice(list(string.ascii_lowercase), 6)))
@@ -236,26 +268,46 @@ def _fwe(n: int, seed, length: int) -> tuple[str, list[str], dict]:
 
 
 def _read_qa(path: str, kind: str) -> tuple[list[dict], list[str]]:
+    """RULER's readers: unique documents (sorted) and the answerable questions with their gold documents; a SQuAD
+    question also lists the other paragraphs of its article (``more``), RULER's first distractors."""
     data = json.loads(Path(path).read_text())
     if kind == "squad":
         docs = sorted({p["context"] for d in data["data"] for p in d["paragraphs"]})
         index = {c: i for i, c in enumerate(docs)}
-        qas = [{"query": q["question"], "answers": [a["text"] for a in q["answers"]], "docs": [index[p["context"]]]}
-               for d in data["data"] for p in d["paragraphs"] for q in p["qas"] if not q.get("is_impossible")]
+        qas = []
+        for d in data["data"]:
+            article = [index[p["context"]] for p in d["paragraphs"]]
+            for p in d["paragraphs"]:
+                gold = index[p["context"]]
+                qas += [{"query": q["question"], "answers": [a["text"] for a in q["answers"]], "docs": [gold],
+                         "more": [i for i in article if i != gold]}
+                        for q in p["qas"] if not q.get("is_impossible")]
     else:
         docs = sorted({f"{t}\n{''.join(s)}" for d in data for t, s in d["context"]})
         index = {c: i for i, c in enumerate(docs)}
         qas = [{"query": d["question"], "answers": [d["answer"]], "docs": [index[f"{t}\n{''.join(s)}"]
-                                                                          for t, s in d["context"]]} for d in data]
+                                                                          for t, s in d["context"]], "more": []}
+               for d in data]
     return qas, docs
 
 
 def _qa(n: int, seed, qa_data) -> tuple[str, list[str], dict]:
+    """The gold documents and ``n`` distractors, as RULER draws them: the gold paragraph's same-article paragraphs
+    first (SQuAD), then random other documents; once the prompt needs as many documents as exist, all documents
+    repeated (RULER's rule, the gold included)."""
     qas, docs = qa_data
     rng = np.random.default_rng(seed)
     item = qas[int(rng.integers(len(qas)))]
-    others = [i for i in rng.permutation(len(docs))[: n + len(item["docs"])] if i not in item["docs"]][:n]
-    chosen = item["docs"] + others
+    gold, more = item["docs"], item["more"]
+    total = len(gold) + n
+    if total < len(docs):
+        if n <= len(more):
+            chosen = gold + [more[i] for i in rng.choice(len(more), n, replace=False)]
+        else:
+            rest = np.setdiff1d(np.arange(len(docs)), gold + more)
+            chosen = gold + more + rest[rng.choice(len(rest), n - len(more), replace=False)].tolist()
+    else:
+        chosen = (list(range(len(docs))) * (total // len(docs) + 1))[:total]
     chosen = [chosen[i] for i in rng.permutation(len(chosen))]
     context = "\n\n".join(f"Document {i + 1}:\n{docs[d]}" for i, d in enumerate(chosen))
     return _QA.format(context=context, query=item["query"]) + " Answer:", item["answers"], {}
@@ -264,14 +316,18 @@ def _qa(n: int, seed, qa_data) -> tuple[str, list[str], dict]:
 def fit_units(build: Callable[[int], str], count: Callable[[str], int], budget: int, start: int = 1,
               limit: int = 1 << 22) -> int:
     """Largest haystack size ``n >= 0`` with ``count(build(n)) <= budget`` (binary search; ``build`` must grow with
-    ``n``). Raises `TaskDoesNotFit` when even ``n = 0`` is too long."""
-    if count(build(0)) > budget:
-        raise TaskDoesNotFit(f"the prompt without haystack is {count(build(0))} tokens, more than the {budget} allowed")
-    lo, hi = 0, max(1, start)
-    while hi < limit and count(build(hi)) <= budget:
-        lo, hi = hi, hi * 2
-    hi = min(hi, limit)
-    while hi - lo > 1:  # invariant: build(lo) fits, build(hi) does not (or hi == limit)
+    ``n``). Raises `TaskDoesNotFit` when even ``n = 0`` is too long, and when the prompt cannot reach the budget:
+    ``build`` stops growing (doubling ``n`` adds no token: a word list or a text ran out) or ``n = limit`` fits."""
+    empty = count(build(0))
+    if empty > budget:
+        raise TaskDoesNotFit(f"the prompt without haystack is {empty} tokens, more than the {budget} allowed")
+    lo, hi, size = 0, max(1, start), empty
+    while (grown := count(build(min(hi, limit)))) <= budget:
+        if hi >= limit or (lo > 0 and grown == size):
+            raise TaskDoesNotFit(f"the prompt stops growing at {grown} tokens (haystack size {min(hi, limit)}), "
+                                 f"short of the {budget} tokens to fill; the haystack source ran out")
+        lo, hi, size = hi, hi * 2, grown
+    while hi - lo > 1:  # invariant: build(lo) fits, build(hi) does not
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if count(build(mid)) <= budget else (lo, mid)
     return lo
@@ -304,16 +360,17 @@ def make_samples(task: str, length: int, tokenizer, num_samples: int = 10, seed:
     samples = []
     for index in range(num_samples):
         seed_i = [seed, RULER_TASKS.index(task), length, index]
+        example = vt_example(seed_i, count) if family == "vt" and style == "ruler" else ""
 
-        def build(n, seed_i=seed_i):
+        def build(n, seed_i=seed_i, example=example):
             if family == "niah":
                 return _niah(task, n, seed_i, style, essay_path)
             if family == "vt":
-                return _vt(n, seed_i, style)
+                return _vt(n, seed_i, style, example)
             if family == "cwe":
                 return _cwe(n, seed_i, length)
             if family == "fwe":
-                return _fwe(n, seed_i, length)
+                return _fwe(n, seed_i, length, budget)
             return _qa(n, seed_i, qa_data)
 
         n = fit_units(lambda m: build(m)[0], count, length - budget, start=8)

@@ -1,6 +1,6 @@
 """``evaluate(model, tokenizer, suite, lengths) -> DataFrame``: one row per model x task x length x metric.
 
-Rows carry ``score`` (RULER scores x100, MQAR accuracy x100, perplexity as is, k_max in tokens), ``n`` (samples or
+Rows carry ``score`` (RULER scores x100 rounded to 2 decimals as RULER's evaluation does, MQAR accuracy x100, perplexity as is, k_max in tokens), ``n`` (samples or
 tokens behind it), and ``status``: "ok", or "not_run" with the ``reason`` (missing QA files, a prompt that cannot fit
 the length, no document long enough). Generation is batched greedy decoding with a KV cache (``model.generate``).
 A model with dynamic NTK RoPE is evaluated at each length L with the frequencies for L
@@ -145,7 +145,7 @@ def evaluate(model, tokenizer, suite: str = "ruler", lengths: Sequence[int] = (4
                                        hotpotqa_path)
                 scores = _score_samples(model, tokenizer, samples, batch_size, template)
                 rows.append(_row(model_name, s, name, length, f"string_match_{samples[0].metric}",
-                                 100 * float(np.mean(scores)), len(scores)))
+                                 round(sum(scores) / len(scores) * 100, 2), len(scores)))  # RULER rounds here
             elif s == "passkey":
                 samples = retrieval.passkey_samples(length, prompt_tok, num_samples, seed, style)
                 preds = _generate(model, tokenizer, samples, batch_size, template)

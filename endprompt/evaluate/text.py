@@ -4,8 +4,11 @@
 - "essay": RULER uses Paul Graham's essays, which would need a download. The default here is English prose that exists
   on every machine: the docstrings of the Python standard library (about 0.8 MB, whitespace-normalised, doctest-free),
   split into sentences. A documented deviation; pass ``essay_path`` (a local .txt file or directory) to use any text.
-- words: ``data/words.txt`` ships with the package (1427 English words from the same docstrings); RULER draws keys
+- words: ``data/words.txt`` ships with the package (1,427 English words from the same docstrings); RULER draws keys
   from wonderwords' adjective-noun pairs, here they are pairs of these words ("silent-window").
+- `extended_words`: the list for cwe once ``words`` runs out. RULER then samples from a larger English word list; here
+  the shipped words are followed by deterministic pseudo-words of three consonant-vowel syllables ("bavito"),
+  ``2**17`` words in all, so cwe fills 64K and more tokens (a documented deviation: the extra words are not English).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["NOISE", "words", "essay_sentences", "random_value", "random_key"]
+__all__ = ["NOISE", "words", "extended_words", "essay_sentences", "random_value", "random_key"]
 
 NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -26,9 +29,29 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 @lru_cache(maxsize=1)
 def words() -> tuple[str, ...]:
-    """The shipped word list (sorted, unique)."""
+    """The shipped word list (sorted, unique; the file's ``#`` comment lines are not words)."""
     path = Path(__file__).with_name("data") / "words.txt"
-    return tuple(w for w in path.read_text().split() if not w.startswith("#") and w.isalpha())
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return tuple(sorted({w for w in lines if w and not w.startswith("#") and w.isalpha()}))
+
+
+EXTENDED_SIZE = 1 << 17
+_CONSONANTS, _VOWELS = "bdfgklmnprstvz", "aeiou"
+
+
+@lru_cache(maxsize=1)
+def extended_words() -> tuple[str, ...]:
+    """`words` followed by pseudo-words (three consonant-vowel syllables, in a fixed shuffled order, none equal to a
+    shipped word): ``EXTENDED_SIZE`` distinct words, the same on every machine."""
+    syllables = [c + v for c in _CONSONANTS for v in _VOWELS]  # 70, so 70**3 = 343,000 pseudo-words
+    shipped = words()
+    taken, extra = set(shipped), []
+    n = len(syllables)
+    for i in np.random.default_rng(0).permutation(n**3)[: EXTENDED_SIZE + len(shipped)].tolist():
+        word = syllables[i // n**2] + syllables[i // n % n] + syllables[i % n]
+        if word not in taken:
+            extra.append(word)
+    return shipped + tuple(extra[: EXTENDED_SIZE - len(shipped)])
 
 
 def _stdlib_prose() -> list[str]:

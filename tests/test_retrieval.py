@@ -1,0 +1,26 @@
+"""endprompt.evaluate.retrieval: passkey prompts, the needle grid, MQAR examples."""
+
+import re
+
+import numpy as np
+import pytest
+
+from endprompt.evaluate import retrieval
+from tests.oracle import TOK
+
+
+def test_mqar_example_spans_point_at_values():
+    text, spans = retrieval.mqar_example(6, np.random.default_rng(0))
+    pairs = dict(re.findall(r"(\w\w) (\d+)", text.split("|")[0]))
+    for (lo, hi), query in zip(spans, re.findall(r" (\w\w) (?=\d)", text.split("|")[1])):
+        assert text[lo:hi] == pairs[query]
+
+
+@pytest.mark.parametrize("style", ["ruler", "compact"])
+def test_passkey_and_needle_prompts_fit_and_hold_their_answer(style):
+    for s in retrieval.passkey_samples(1024, TOK, num_samples=3, style=style):
+        assert s.prompt_tokens == len(s.prompt.encode()) and s.prompt_tokens + s.max_new_tokens <= 1024
+        assert f"The pass key is {s.answers[0]}." in s.prompt and s.prompt.endswith("The pass key is")
+    for depth in (0.0, 1.0):
+        for s in retrieval.needle_grid_samples(1024, depth, TOK, num_samples=2, style=style):
+            assert s.prompt_tokens + s.max_new_tokens <= 1024 and s.answers[0] in s.prompt
