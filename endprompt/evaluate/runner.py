@@ -1,8 +1,9 @@
 """``evaluate(model, tokenizer, suite, lengths) -> DataFrame``: one row per model x task x length x metric.
 
-Rows carry ``score`` (RULER scores x100 rounded to 2 decimals as RULER's evaluation does, MQAR accuracy x100, perplexity as is, k_max in tokens), ``n`` (samples or
-tokens behind it), and ``status``: "ok", or "not_run" with the ``reason`` (missing QA files, a prompt that cannot fit
-the length, no document long enough). Generation is batched greedy decoding with a KV cache (``model.generate``).
+Rows carry ``score`` (RULER scores x100 rounded to 2 decimals as RULER's evaluation does, MQAR accuracy x100,
+perplexity as is, k_max in tokens), ``n`` (samples or tokens behind it), and ``status``: "ok", or "not_run" with the
+``reason`` (missing QA files, a prompt that cannot fit the length or a haystack that cannot fill it, no document long
+enough). Generation is batched greedy decoding with a KV cache (``model.generate``).
 A model with dynamic NTK RoPE is evaluated at each length L with the frequencies for L
 (`endprompt.evaluate.dynamic_rope`), so the table does not depend on the order of the lengths.
 """
