@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    inv_freq, _ = R.compute_inv_freq(R.for_extension("linear", 8192, 65536), 2 * args.freqs)
+    inv_freq, _ = R.compute_inv_freq(R.for_extension("linear", 8192, 65536, rope_theta=500000.0), 2 * args.freqs)
     coeffs = B.random_coefficients(args.pairs, 2 * args.freqs, rng=0)
     d = np.arange(args.distances, dtype=np.float64)
     blas = _blas()

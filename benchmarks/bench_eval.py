@@ -25,7 +25,8 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = modeling.build_tiny_llama(rope=R.for_extension("linear", 256, 2048), max_position_embeddings=2048)
+    model = modeling.build_tiny_llama(rope=R.for_extension("linear", 256, 2048, rope_theta=1e4),
+                                      max_position_embeddings=2048)
     rows = []
     print(f"tiny Llama ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), batch {args.batch}, "
           f"{torch.get_num_threads()} threads")

@@ -59,7 +59,7 @@ def worker(args) -> dict:
     shape = SHAPES[args.shape]
     device = "cuda" if args.gpu else "cpu"
     torch.manual_seed(0)
-    rope = R.for_extension("linear", args.original, args.target)
+    rope = R.for_extension("linear", args.original, args.target, rope_theta=10000.0)
     config = modeling.tiny_llama_config(rope=rope, max_position_embeddings=args.target, **shape)
     from transformers import LlamaForCausalLM
 

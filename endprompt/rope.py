@@ -285,14 +285,28 @@ def bandwidth(cfg: RopeScaling, head_dim: int, seq_len: int | None = None) -> fl
 
 
 def for_extension(
-    rope_type: str, original_len: int, target_len: int, factor: float | None = None, **kwargs
+    rope_type: str, original_len: int, target_len: int, factor: float | None = None, *, base=None, **kwargs
 ) -> RopeScaling:
     """A scaling that extends a model pretrained at ``original_len`` to ``target_len``.
 
     ``factor`` defaults to ``target_len / original_len`` (the paper: 65536 / 8192 = 8). A given factor must cover the
     target, ``factor * original_len >= target_len``; otherwise positions near the target would fall outside the range
     the scaling maps back into the pretrained one.
+
+    The base frequencies are the model's: pass ``base`` (its transformers config, or a `RopeScaling`), whose
+    ``rope_theta`` and ``partial_rotary_factor`` are kept, or ``rope_theta=`` explicitly. Without either this raises:
+    a default base would silently replace the model's (SmolLM2 uses 100000, Llama-3 500000, not 10000).
     """
+    if base is not None:
+        known = base if isinstance(base, RopeScaling) else from_transformers_config(base)
+        if "rope_theta" in kwargs and kwargs["rope_theta"] != known.rope_theta:
+            raise ValueError(f"rope_theta={kwargs['rope_theta']} contradicts the base's rope_theta="
+                             f"{known.rope_theta}; give one of them")
+        kwargs.setdefault("rope_theta", known.rope_theta)
+        kwargs.setdefault("partial_rotary_factor", known.partial_rotary_factor)
+    if "rope_theta" not in kwargs:
+        raise ValueError("for_extension needs the model's RoPE base: pass base=model.config (or a RopeScaling), or "
+                         "rope_theta=<the model's rope_theta>; a default would silently replace it")
     if original_len < 1 or target_len < 1:
         raise ValueError(f"original_len and target_len must be >= 1, got {original_len}, {target_len}")
     if target_len <= original_len:
@@ -327,17 +341,15 @@ _TYPE_KEYS = {
 def to_rope_parameters(cfg: RopeScaling, head_dim: int | None = None) -> dict:
     """The transformers 5.x ``rope_parameters`` dict that makes a model compute exactly `compute_inv_freq(cfg)`.
 
-    ``ntk`` has no transformers type: it becomes ``default`` with the changed ``rope_theta`` (``head_dim`` needed), or
-    ``linear`` with factor 1 when only part of the head rotates.
+    ``ntk`` has no transformers type: it becomes ``default`` with the changed ``rope_theta`` (``head_dim`` needed).
+    When only part of the head rotates, ``default`` (and ``ntk``) become ``linear`` with factor 1: transformers'
+    Llama ``default`` ignores ``partial_rotary_factor`` (it would rotate the whole head), ``linear`` honours it.
     """
     if cfg.rope_type == "ntk":
         if head_dim is None:
             raise ValueError("converting rope_type 'ntk' needs head_dim (the base change depends on the rotary dim)")
         dim = rotary_dim(cfg, head_dim)
         params = {"rope_type": "default", "rope_theta": cfg.rope_theta * cfg.factor ** (dim / (dim - 2))}
-        if cfg.partial_rotary_factor != 1.0:
-            # transformers' Llama 'default' ignores partial_rotary_factor; 'linear' with factor 1 honours it
-            params.update(rope_type="linear", factor=1.0)
     else:
         params = {"rope_type": cfg.rope_type, "rope_theta": cfg.rope_theta}
         for key in _TYPE_KEYS[cfg.rope_type]:
@@ -345,6 +357,8 @@ def to_rope_parameters(cfg: RopeScaling, head_dim: int | None = None) -> dict:
             if value is not None:
                 params[key] = list(value) if isinstance(value, tuple) else value
     if cfg.partial_rotary_factor != 1.0:
+        if params["rope_type"] == "default":
+            params.update(rope_type="linear", factor=1.0)
         params["partial_rotary_factor"] = cfg.partial_rotary_factor
     return params
 

@@ -71,7 +71,8 @@ if CHECKPOINT:
     ids = AutoTokenizer.from_pretrained(CHECKPOINT)(text, return_tensors="pt").input_ids[:, :512]
 else:
     model = M.build_tiny_llama(vocab_size=256, hidden_size=256, num_heads=4, num_layers=2,
-                               rope=R.for_extension("linear", ORIGINAL, TARGET), max_position_embeddings=TARGET)
+                               rope=R.for_extension("linear", ORIGINAL, TARGET, rope_theta=10000.0),
+                               max_position_embeddings=TARGET)
     ids = torch.tensor([list(text.encode())[:512]])
 q, k = M.query_key_states(model, ids, layer=0)
 HEAD_DIM = q.shape[-1]

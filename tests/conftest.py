@@ -39,7 +39,7 @@ def tiny_llama(attn_implementation: str = "sdpa", vocab_size: int = 96, original
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    rope = R.for_extension("linear", original_len, target_len)
+    rope = R.for_extension("linear", original_len, target_len, rope_theta=10000.0)
     config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, attn_implementation=attn_implementation,
                          **R.transformers_config_kwargs(rope, target_len))

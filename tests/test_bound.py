@@ -29,7 +29,7 @@ SCALES = [1, 2, 4, 8, 16]
 
 
 def scaling(rope_type, s, original=4096):
-    return R.RopeScaling() if s == 1 else R.for_extension(rope_type, original, original * s)
+    return R.RopeScaling() if s == 1 else R.for_extension(rope_type, original, original * s, rope_theta=10000.0)
 
 
 # --- input sanity -----------------------------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ def test_l1_score_equals_the_rope_dot_product(rope_type):
 
 
 def test_l1_derivatives_against_finite_differences_and_autograd():
-    inv_freq, _ = R.compute_inv_freq(R.for_extension("yarn", 4096, 32768), 32)
+    inv_freq, _ = R.compute_inv_freq(R.for_extension("yarn", 4096, 32768, rope_theta=10000.0), 32)
     c = B.random_coefficients(4, 32, rng=2)
     d = np.array([0.0, 1.5, 100.25, 30000.0])
     S, S1, S2 = B.score(d, c, inv_freq, order=(0, 1, 2))
@@ -160,7 +160,7 @@ def test_l3_equality_for_one_frequency_under_pi(s):
 
 
 def test_l3_lipschitz_corollary():
-    inv_freq, _ = R.compute_inv_freq(R.for_extension("linear", 4096, 32768), 32)
+    inv_freq, _ = R.compute_inv_freq(R.for_extension("linear", 4096, 32768, rope_theta=10000.0), 32)
     c = B.random_coefficients(200, 32, rng=4)
     d = np.arange(0, 8192, 0.5)
     S = B.score(d, c, inv_freq)
@@ -187,7 +187,7 @@ def test_l4_whole_line_enclosure_for_a_periodic_score():
 
 
 def test_l4_window_enclosure_for_rope_frequencies():
-    inv_freq, _ = R.compute_inv_freq(R.for_extension("yarn", 4096, 32768), 32)
+    inv_freq, _ = R.compute_inv_freq(R.for_extension("yarn", 4096, 32768, rope_theta=10000.0), 32)
     c = B.random_coefficients(100, 32, rng=6)
     sigma, h = inv_freq.max(), 2.0
     coarse = B.score(np.arange(0, 4096 + h, h), c, inv_freq)
@@ -239,7 +239,7 @@ def test_l6_gram_is_exact():
 
 
 def test_l6_identifiability_properties():
-    inv_freq, _ = R.compute_inv_freq(R.for_extension("linear", 512, 4096), 64)
+    inv_freq, _ = R.compute_inv_freq(R.for_extension("linear", 512, 4096, rope_theta=10000.0), 64)
     res = {}
     layouts = {"short": (lambda g: P.full_position_ids(532), 1),
                "endprompt": (lambda g: P.endprompt_position_ids(512, 20, 4096), 1),
@@ -262,12 +262,12 @@ def test_l6_identifiability_properties():
 
 
 def test_snapshot():
-    inv_freq, _ = R.compute_inv_freq(R.for_extension("linear", 8192, 65536), 8)
+    inv_freq, _ = R.compute_inv_freq(R.for_extension("linear", 8192, 65536, rope_theta=10000.0), 8)
     c = B.score_coefficients(np.arange(1.0, 9.0), np.linspace(-1, 1, 8), "half")
     S = B.score([0, 1, 65535], c, inv_freq, order=(0, 1, 2))[:, 0]
     np.testing.assert_allclose(S, SNAPSHOT_S, rtol=SUM_TOL)
     obs, gap = B.distance_sets(lambda g: P.endprompt_position_ids(8192, 20, 65536), 65536)
-    res = B.identifiability(obs, gap, R.compute_inv_freq(R.for_extension("linear", 8192, 65536), 16)[0])
+    res = B.identifiability(obs, gap, R.compute_inv_freq(R.for_extension("linear", 8192, 65536, rope_theta=1e4), 16)[0])
     assert res["rank_observed"] == SNAPSHOT_ID["rank_observed"]
     assert res["amplification"] == pytest.approx(SNAPSHOT_ID["amplification"], rel=SNAPSHOT_RTOL)
 

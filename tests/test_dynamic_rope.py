@@ -45,7 +45,8 @@ def test_transformers_keeps_the_longest_pass_and_pinning_gives_the_length_s_freq
 
 
 def test_other_models_are_untouched():
-    model = M.build_tiny_llama(vocab_size=64, hidden_size=64, num_heads=2, rope=R.for_extension("linear", 64, 512),
+    model = M.build_tiny_llama(vocab_size=64, hidden_size=64, num_heads=2,
+                               rope=R.for_extension("linear", 64, 512, rope_theta=1e4),
                                max_position_embeddings=512)
     before = inv_freq(model).copy()
     assert pin_dynamic_rope(model, 300) == 0

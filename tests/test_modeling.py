@@ -11,7 +11,7 @@ from endprompt import rope as R
 
 def test_probe_reproduces_eager_attention_through_the_score_polynomial():
     """L1 on a real model: softmax over S(m - n) / sqrt(D) from the probed q, k equals eager attention's weights."""
-    rope = R.for_extension("yarn", 32, 256)
+    rope = R.for_extension("yarn", 32, 256, rope_theta=10000.0)
     model = M.build_tiny_llama(vocab_size=64, hidden_size=64, num_heads=4, num_kv_heads=2, rope=rope,
                                max_position_embeddings=256, attn_implementation="eager")
     ids = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(0))
@@ -36,7 +36,7 @@ def test_probe_reproduces_eager_attention_through_the_score_polynomial():
 
 def test_save_and_load_local_checkpoint(tmp_path):
     model = M.build_tiny_llama(vocab_size=64, hidden_size=32, num_heads=2,
-                               rope=R.for_extension("linear", 32, 256), max_position_embeddings=256)
+                               rope=R.for_extension("linear", 32, 256, rope_theta=10000.0), max_position_embeddings=256)
     model.save_pretrained(tmp_path / "ckpt")
     loaded = M.load_causal_lm(tmp_path / "ckpt", dtype=torch.float32)
     assert M.rope_of(loaded) == R.RopeScaling(rope_type="linear", factor=8.0)

@@ -19,7 +19,8 @@ def _longrope_kwargs(dim):
 
 def configurations():
     """(RopeScaling, head_dim, target_len) over types, head dims, bases, factors and partial rotary factors."""
-    out = [(R.RopeScaling(), 64, 4096), (R.RopeScaling(rope_theta=500000.0), 128, 8192)]
+    out = [(R.RopeScaling(), 64, 4096), (R.RopeScaling(rope_theta=500000.0), 128, 8192),
+           (R.RopeScaling(partial_rotary_factor=0.5), 64, 4096)]  # 'default' with a partial rotary factor
     for rope_type in ("linear", "ntk", "dynamic", "yarn", "llama3", "longrope"):
         for head_dim, theta, original, factor, partial in [
             (64, 10000.0, 8192, 8.0, 1.0),
@@ -34,8 +35,9 @@ def configurations():
             cfg = R.for_extension(rope_type, original, int(original * factor), rope_theta=theta,
                                   partial_rotary_factor=partial, **kw)
             out.append((cfg, head_dim, int(original * factor)))
-    out.append((R.for_extension("yarn", 4096, 32768, beta_fast=16.0, beta_slow=2.0, truncate=False), 64, 32768))
-    out.append((R.for_extension("yarn", 4096, 32768, mscale=1.0, mscale_all_dim=0.707), 64, 32768))
+    out.append((R.for_extension("yarn", 4096, 32768, rope_theta=1e4, beta_fast=16.0, beta_slow=2.0, truncate=False),
+                64, 32768))
+    out.append((R.for_extension("yarn", 4096, 32768, rope_theta=10000.0, mscale=1.0, mscale_all_dim=0.707), 64, 32768))
     out.append((R.for_extension("llama3", 8192, 131072, rope_theta=500000.0, low_freq_factor=2.0,
                                 high_freq_factor=8.0), 128, 131072))
     return out
@@ -118,22 +120,24 @@ def test_old_style_rope_scaling_is_read():
 def test_bandwidth_only_pi_lowers_the_top_frequency(s):
     # Eq. 2-3: PI divides theta_0 = 1 by s; NTK-aware, dynamic, YaRN and llama3 keep theta_0 unscaled
     orig = 4096
-    assert R.bandwidth(R.for_extension("linear", orig, int(orig * s)), 128) == pytest.approx(1 / s, rel=1e-12)
+    pi = R.for_extension("linear", orig, int(orig * s), rope_theta=1e4)
+    assert R.bandwidth(pi, 128) == pytest.approx(1 / s, rel=1e-12)
     for rope_type in ("ntk", "dynamic", "yarn", "llama3"):
-        cfg = R.for_extension(rope_type, orig, int(orig * s))
+        cfg = R.for_extension(rope_type, orig, int(orig * s), rope_theta=1e4)
         assert R.bandwidth(cfg, 128, seq_len=int(orig * s)) == pytest.approx(1.0, rel=1e-12), rope_type
     assert R.bandwidth(R.RopeScaling(), 128) == 1.0
 
 
 def test_ntk_divides_the_lowest_frequency_by_s():
     # NTK-aware's base change base * s^(D/(D-2)) keeps theta_0 and divides the lowest frequency by exactly s, like PI
-    lin, ntk = R.for_extension("linear", 8192, 65536), R.for_extension("ntk", 8192, 65536)
+    lin = R.for_extension("linear", 8192, 65536, rope_theta=1e4)
+    ntk = R.for_extension("ntk", 8192, 65536, rope_theta=1e4)
     assert R.compute_inv_freq(ntk, 128)[0][-1] == pytest.approx(R.compute_inv_freq(lin, 128)[0][-1], rel=1e-12)
     assert R.compute_inv_freq(ntk, 128)[0][0] == 1.0
 
 
 def test_snapshot():
-    inv_freq, af = R.compute_inv_freq(R.for_extension("yarn", 8192, 65536), 16)
+    inv_freq, af = R.compute_inv_freq(R.for_extension("yarn", 8192, 65536, rope_theta=1e4), 16)
     np.testing.assert_allclose(
         inv_freq,
         [1.0, 0.31622776601683794, 0.1, 0.03162277660168379, 0.0078125, 0.0017787811838447137, 0.00034375,
@@ -141,7 +145,20 @@ def test_snapshot():
         rtol=1e-12,
     )
     assert af == pytest.approx(0.1 * math.log(8) + 1)  # YaRN's default attention factor
-    assert R.compute_inv_freq(R.for_extension("linear", 8192, 65536), 4)[0].tolist() == [0.125, 0.00125]
+    assert R.compute_inv_freq(R.for_extension("linear", 8192, 65536, rope_theta=1e4), 4)[0].tolist() == [0.125, 0.00125]
+
+
+def test_extension_keeps_the_model_s_base():
+    # a real model's base (SmolLM2: 100000) is taken from its config; without a base the helper refuses to guess
+    config = LlamaConfig(hidden_size=128, num_attention_heads=2, vocab_size=32, rope_theta=100000.0,
+                         max_position_embeddings=8192)
+    rope = R.for_extension("linear", 8192, 16384, base=config)
+    assert R.transformers_config_kwargs(rope, 16384)["rope_parameters"]["rope_theta"] == 100000.0
+    assert R.for_extension("yarn", 8192, 16384, base=R.RopeScaling(rope_theta=5e5)).rope_theta == 5e5
+    with pytest.raises(ValueError, match="needs the model's RoPE base: pass base=model.config"):
+        R.for_extension("linear", 8192, 16384)
+    with pytest.raises(ValueError, match="contradicts the base's rope_theta=100000.0"):
+        R.for_extension("linear", 8192, 16384, base=config, rope_theta=10000.0)
 
 
 # --- bad input --------------------------------------------------------------------------------------------------------
@@ -151,7 +168,7 @@ def test_errors():
     with pytest.raises(ValueError, match="unknown rope_type 'pi'; valid types are: default, dynamic, linear"):
         R.RopeScaling(rope_type="pi")
     with pytest.raises(ValueError, match=r"factor=4 is inconsistent with target_len=65536 .* factor >= 8"):
-        R.for_extension("linear", 8192, 65536, factor=4)
+        R.for_extension("linear", 8192, 65536, factor=4, rope_theta=1e4)
     with pytest.raises(ValueError, match="requires original_max_position_embeddings"):
         R.RopeScaling(rope_type="yarn", factor=8.0)
     with pytest.raises(ValueError, match="takes no factor"):
@@ -159,10 +176,10 @@ def test_errors():
     with pytest.raises(ValueError, match="factor must be a number >= 1"):
         R.RopeScaling(rope_type="linear", factor=0.5)
     with pytest.raises(ValueError, match="beta_fast > beta_slow"):
-        R.for_extension("yarn", 10, 80, beta_fast=1.0, beta_slow=2.0)
+        R.for_extension("yarn", 10, 80, beta_fast=1.0, beta_slow=2.0, rope_theta=1e4)
     with pytest.raises(ValueError, match="must be even"):
         R.compute_inv_freq(R.RopeScaling(partial_rotary_factor=0.3), 10)
     with pytest.raises(ValueError, match="endprompt supports"):
         R.from_rope_parameters({"rope_type": "mrope"})
     with pytest.raises(ValueError, match="needs head_dim"):
-        R.to_rope_parameters(R.for_extension("ntk", 10, 80))
+        R.to_rope_parameters(R.for_extension("ntk", 10, 80, rope_theta=1e4))

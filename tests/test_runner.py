@@ -52,7 +52,7 @@ def test_passkey_k_max_row():
 
 
 def test_end_to_end_tiny_model_table_and_figures(tmp_path):
-    model = M.build_tiny_llama(rope=R.for_extension("linear", 256, 2048), max_position_embeddings=2048)
+    model = M.build_tiny_llama(rope=R.for_extension("linear", 256, 2048, rope_theta=1e4), max_position_embeddings=2048)
     docs = [np.random.default_rng(i).integers(0, 256, 1200) for i in range(2)]
     frames = [evaluate(model, TOK, suite, [256, 512], num_samples=1, style="compact", progress=False,
                        model_name=name, ppl_docs=docs, **({"tasks": ["niah_single_1", "vt"]} if suite == "synthetic"
@@ -72,7 +72,7 @@ def test_end_to_end_tiny_model_table_and_figures(tmp_path):
 
 
 def test_cli_eval_on_a_saved_model(tmp_path):
-    model = M.build_tiny_llama(rope=R.for_extension("linear", 256, 2048), max_position_embeddings=2048)
+    model = M.build_tiny_llama(rope=R.for_extension("linear", 256, 2048, rope_theta=1e4), max_position_embeddings=2048)
     model.save_pretrained(tmp_path / "m")
     TOK.save_pretrained(tmp_path / "m")
     out = subprocess.run([sys.executable, "-m", "endprompt.cli", "eval", "--model", str(tmp_path / "m"), "--suite",

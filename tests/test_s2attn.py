@@ -11,7 +11,7 @@ from tests.tolerances import LOGITS_ATOL
 
 def model(attn="sdpa"):
     return M.build_tiny_llama(vocab_size=64, hidden_size=64, num_heads=4, num_kv_heads=2,
-                              rope=R.for_extension("linear", 16, 64), max_position_embeddings=64,
+                              rope=R.for_extension("linear", 16, 64, rope_theta=10000.0), max_position_embeddings=64,
                               attn_implementation=attn)
 
 

@@ -52,7 +52,7 @@ def test_every_recipe_trains_two_steps(recipe, tmp_path, cache_dir):
     assert all(np.isfinite(result.losses)) and result.losses[0] > 3.0  # a random byte model starts near ln(260)=5.6
     reloaded = AutoModelForCausalLM.from_pretrained(result.final_dir)
     expected = R.RopeScaling() if recipe == "pretrain" else R.for_extension("linear", 256, 512 if recipe == "longlora"
-                                                                               else 2048)
+                                                                               else 2048, rope_theta=10000.0)
     np.testing.assert_allclose(R.compute_inv_freq(R.from_transformers_config(reloaded.config), 16)[0],
                                R.compute_inv_freq(expected, 16)[0], rtol=1e-12)
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
