@@ -118,6 +118,17 @@ def train_command(args) -> int:
     return 0
 
 
+def _lengths(text: str) -> list[int]:
+    """``--lengths``: comma-separated positive integers, checked before any model is loaded."""
+    out = []
+    for part in text.split(","):
+        if not part.strip().isdigit() or int(part) < 1:
+            raise argparse.ArgumentTypeError(f"{part.strip()!r} in {text!r} is not a positive integer; give "
+                                             "comma-separated token counts such as 256,512,1024")
+        out.append(int(part))
+    return out
+
+
 def eval_command(args) -> int:
     import torch
 
@@ -135,7 +146,7 @@ def eval_command(args) -> int:
     load = load_sharedllm if is_sharedllm_dir(path) else load_causal_lm
     model = load(path, dtype=dtype).to(device)
     tokenizer = load_tokenizer(args.tokenizer, path)
-    lengths = [int(x) for x in args.lengths.split(",")]
+    lengths = args.lengths
     table = evaluate(model, tokenizer, args.suite, lengths, num_samples=args.num_samples, seed=args.seed,
                      batch_size=args.batch_size, style=args.style, tasks=args.tasks.split(",") if args.tasks else None,
                      essay_path=args.essay_path, squad_path=args.squad_path, hotpotqa_path=args.hotpotqa_path,
@@ -248,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", required=True, help="a local checkpoint directory or a model alias (smollm2-135m)")
     p.add_argument("--tokenizer", default=None, help="tokenizer directory or 'byte' (default: the model's)")
     p.add_argument("--suite", default="ruler", help="ruler, synthetic, passkey, needle, perplexity, mqar or all")
-    p.add_argument("--lengths", default="4096", help="comma-separated context lengths in the model's tokens")
+    p.add_argument("--lengths", default=[4096], type=_lengths,
+                   help="comma-separated context lengths in the model's tokens, e.g. 4096,8192")
     p.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
     p.add_argument("--num-samples", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=4)

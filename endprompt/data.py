@@ -8,9 +8,11 @@ Sources (`DataConfig.source`):
   records the version and file count.
 - ``mixture:natural=0.5,passkey=0.3,...``: a synthetic-retrieval training mixture (`endprompt.mixture` builds it;
   the spec is parsed here so that the typed configuration can check it without importing the generators).
-- local files and directories, comma-separated: ``.txt``/``.md``/``.py`` (one document per file), ``.jsonl``/``.json``
-  (one record per line, text in ``text_field``; a corrupt line is reported with its file and line number and counted,
-  never silently skipped), ``.parquet`` (through ``datasets``, loading local files only).
+- local files and directories, comma-separated: ``.txt``/``.md``/``.py`` (one document per file; an empty file is
+  reported by name and skipped), ``.jsonl``/``.json`` (one record per line, text in ``text_field``; a corrupt line is
+  reported with its file, line number and reason and counted, never silently skipped), ``.parquet`` (through
+  ``datasets``, loading local files only). The counts and the first reasons go into the corpus metadata and are
+  reported again whenever the cached corpus is reused.
 
 A tokenized corpus is one flat token array (each document followed by EOS) plus document offsets, cached under
 ``cache_dir`` by a key of the sources' paths, sizes and mtimes and the tokenizer's vocabulary; writes are atomic.
@@ -97,10 +99,23 @@ def source_files(source: str) -> list[Path]:
     return files
 
 
-def iter_documents(files: list[Path], text_field: str = "text", stats: Counter | None = None) -> Iterator[str]:
-    """Yield document texts. Corrupt JSONL lines and records without ``text_field`` are logged (file:line) and
-    counted in ``stats["corrupt_lines"]`` / ``stats["missing_field"]``."""
+_MAX_PROBLEMS = 20  # skipped lines and files listed in the corpus metadata (all are counted)
+
+
+def iter_documents(files: list[Path], text_field: str = "text", stats: Counter | None = None,
+                   problems: list[str] | None = None) -> Iterator[str]:
+    """Yield document texts. Corrupt JSONL lines, records without ``text_field`` and empty text files are logged
+    (file:line and the full reason), counted in ``stats["corrupt_lines"]`` / ``stats["missing_field"]`` /
+    ``stats["empty_files"]``, and the first `_MAX_PROBLEMS` descriptions appended to ``problems``."""
     stats = stats if stats is not None else Counter()
+    problems = problems if problems is not None else []
+
+    def skip(kind: str, message: str) -> None:
+        stats[kind] += 1
+        log.warning("%s", message)
+        if len(problems) < _MAX_PROBLEMS:
+            problems.append(message)
+
     for path in files:
         if path.suffix in _JSONL_SUFFIXES:
             with path.open(encoding="utf-8", errors="replace") as f:
@@ -110,13 +125,11 @@ def iter_documents(files: list[Path], text_field: str = "text", stats: Counter |
                     try:
                         record = json.loads(line)
                     except json.JSONDecodeError as err:
-                        stats["corrupt_lines"] += 1
-                        log.warning("%s:%d: corrupt JSON line skipped (%s)", path, lineno, err.msg)
+                        skip("corrupt_lines", f"{path}:{lineno}: corrupt JSON line skipped ({err})")
                         continue
                     text = record.get(text_field) if isinstance(record, dict) else None
                     if not isinstance(text, str):
-                        stats["missing_field"] += 1
-                        log.warning("%s:%d: record has no string field %r; skipped", path, lineno, text_field)
+                        skip("missing_field", f"{path}:{lineno}: record has no string field {text_field!r}; skipped")
                         continue
                     stats["documents"] += 1
                     yield text
@@ -131,8 +144,12 @@ def iter_documents(files: list[Path], text_field: str = "text", stats: Counter |
                 stats["documents"] += 1
                 yield text
         else:
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if not text.strip():
+                skip("empty_files", f"{path}: file is empty; skipped")
+                continue
             stats["documents"] += 1
-            yield path.read_text(encoding="utf-8", errors="replace")
+            yield text
 
 
 def _fingerprint(files: list[Path], text_field: str, max_documents: int | None, tokenizer) -> str:
@@ -173,6 +190,7 @@ def tokenize_corpus(source: str, tokenizer, cache_dir: str | Path = "cache", tex
     cache = Path(cache_dir) / f"corpus-{key}"
     if (cache / "meta.json").exists():
         meta = json.loads((cache / "meta.json").read_text())
+        _report_skipped(meta, text_field, cached=cache)
         return TokenizedCorpus(np.load(cache / "tokens.npy", mmap_mode="r"), np.load(cache / "offsets.npy"), meta)
     eos = tokenizer.eos_token_id
     if eos is None:
@@ -180,8 +198,9 @@ def tokenize_corpus(source: str, tokenizer, cache_dir: str | Path = "cache", tex
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.uint32
     fast = is_byte_tokenizer(tokenizer)
     stats: Counter = Counter()
+    problems: list[str] = []
     pieces, lengths = [], []
-    docs = iter_documents(files, text_field, stats)
+    docs = iter_documents(files, text_field, stats, problems)
     bar = tqdm(docs, desc=f"tokenizing {source[:40]}", unit="doc", disable=not progress)
     batch: list[str] = []
 
@@ -202,11 +221,12 @@ def tokenize_corpus(source: str, tokenizer, cache_dir: str | Path = "cache", tex
     if batch:
         flush()
     if not lengths:
-        raise ValueError(f"data source {source!r} yielded no documents ({dict(stats)})")
+        raise ValueError(f"data source {source!r} yielded no documents: " + ("; ".join(problems) or "no text found"))
     tokens = np.concatenate(pieces)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     meta = {"source": source, "files": len(files), "documents": len(lengths), "tokens": int(offsets[-1]),
-            "stats": dict(stats), "python": sys.version.split()[0], "tokenizer_vocab": len(tokenizer), "key": key}
+            "stats": dict(stats), "skipped": problems, "python": sys.version.split()[0],
+            "tokenizer_vocab": len(tokenizer), "key": key}
     tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     np.save(tmp / "tokens.npy", tokens)
@@ -216,10 +236,21 @@ def tokenize_corpus(source: str, tokenizer, cache_dir: str | Path = "cache", tex
         os.replace(tmp, cache)  # atomic: a reader sees the whole cache or none
     except OSError:  # another process won the race
         pass
-    if stats["corrupt_lines"] or stats["missing_field"]:
-        log.warning("data: %d corrupt lines and %d records without %r were skipped (see the warnings above)",
-                    stats["corrupt_lines"], stats["missing_field"], text_field)
+    _report_skipped(meta, text_field)
     return TokenizedCorpus(tokens, offsets, meta)
+
+
+def _report_skipped(meta: dict, text_field: str, cached: Path | None = None) -> None:
+    """Warn about what was skipped, also when the corpus comes from the cache (which read no file this time)."""
+    stats = meta.get("stats", {})
+    counts = {k: stats.get(k, 0) for k in ("corrupt_lines", "missing_field", "empty_files")}
+    if not any(counts.values()):
+        return
+    where = f" when the cache {cached} was built" if cached else ""
+    details = "".join(f"\n  {p}" for p in meta.get("skipped", [])) if cached else " (see the warnings above)"
+    log.warning("data %s: %d corrupt JSON lines, %d records without %r and %d empty files were skipped%s%s",
+                meta.get("source"), counts["corrupt_lines"], counts["missing_field"], text_field, counts["empty_files"],
+                where, details)
 
 
 class SampleSource:

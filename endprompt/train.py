@@ -417,7 +417,8 @@ class _Trainer:
                              total_steps=self.total_steps, tokens=self.tokens, losses=self.losses,
                              final_dir=str(final) if final else None, checkpoint=str(checkpoint),
                              wall_time_s=self.elapsed, tokens_per_s=self.tokens / max(self.elapsed, 1e-9),
-                             peak_memory_bytes=_peak_memory(), data_stats=dict(self.collator.stats))
+                             peak_memory_bytes=_peak_memory(),
+                             data_stats={**self.collator.stats, "corpus": self.source.corpus.meta.get("stats", {})})
         if self.is_main:
             text = json.dumps(asdict(result), indent=2)
             atomic_write(self.out / "train_result.json", lambda tmp: tmp.write_text(text))

@@ -76,3 +76,30 @@ def test_sampler_is_deterministic_sharded_and_resumable():
     assert t.next_global(8) == rest
     with pytest.raises(ValueError, match="checkpoint sampled from 10 samples but the data now has 11"):
         D.EpochSampler(11).load_state_dict(state)
+
+
+def test_skipped_lines_are_reported_again_when_the_cache_is_reused(tmp_path, caplog):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "first doc"}\n{"text": broken\n{"text": "second"}\n')
+    D.tokenize_corpus(str(path), TOK, tmp_path / "cache", progress=False)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = D.tokenize_corpus(str(path), TOK, tmp_path / "cache", progress=False)  # a cache hit: no file read
+    assert isinstance(again.tokens, np.memmap)
+    assert "1 corrupt JSON lines, 0 records without 'text' and 0 empty files were skipped when the cache" in caplog.text
+    # the full reason, with the position in the line
+    assert f"{path}:2: corrupt JSON line skipped (Expecting value: line 1 column 10 (char 9))" in caplog.text
+    assert again.meta["skipped"] == [f"{path}:2: corrupt JSON line skipped (Expecting value: line 1 column 10 "
+                                     "(char 9))"]
+
+
+def test_empty_files_are_named(tmp_path, caplog):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "empty.txt").write_text("  \n")
+    with pytest.raises(ValueError, match=r"yielded no documents: .*empty.txt: file is empty"):
+        D.tokenize_corpus(str(tmp_path / "src" / "empty.txt"), TOK, tmp_path / "cache", progress=False)
+    (tmp_path / "src" / "full.txt").write_text("some text")
+    with caplog.at_level(logging.WARNING):
+        corpus = D.tokenize_corpus(str(tmp_path / "src"), TOK, tmp_path / "cache", progress=False)
+    assert len(corpus) == 1 and corpus.meta["stats"] == {"documents": 1, "empty_files": 1}
+    assert "empty.txt: file is empty; skipped" in caplog.text

@@ -93,3 +93,12 @@ def test_lm_eval_hook_says_what_is_missing():
             run_lm_eval("/models/x", ["hellaswag"])
     else:
         pytest.skip("lm-eval is installed here; the hook would try to run it")
+
+
+def test_cli_rejects_bad_lengths_before_loading_a_model(tmp_path, capsys):
+    from endprompt.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--model", str(tmp_path / "no-such-model"), "--lengths", "256,abc"])
+    assert exit_info.value.code == 2
+    assert "argument --lengths: 'abc' in '256,abc' is not a positive integer" in capsys.readouterr().err

@@ -181,3 +181,12 @@ def test_bad_model_inputs(tmp_path, cache_dir):
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=260)).save_pretrained(gpt2)
     with pytest.raises(ValueError, match="has no RoPE parameters"):
         train(config(tmp_path, cache_dir, f"model.path={gpt2}", "model.tokenizer=byte", "model.original_len=256"))
+
+
+def test_train_result_carries_the_corpus_s_skipped_lines(tmp_path, cache_dir):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": f"document {i} " * 200}) + "\n" for i in range(8)) + "{broken\n")
+    for run in ("first", "cached"):  # the second run reads the token cache
+        result = train(config(tmp_path / run, cache_dir, f"data.source={docs}", "recipe.name=endprompt"))
+        saved = json.loads((tmp_path / run / "train_result.json").read_text())
+        assert saved["data_stats"]["corpus"] == {"documents": 8, "corrupt_lines": 1} == result.data_stats["corpus"]
