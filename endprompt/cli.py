@@ -118,6 +118,19 @@ def train_command(args) -> int:
     return 0
 
 
+def lm_eval_command(args) -> int:
+    import json
+
+    from endprompt.evaluate import run_lm_eval
+
+    out = run_lm_eval(args.model, args.tasks.split(","), model_args=args.model_args, include_path=args.include_path,
+                      limit=args.limit)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "lm_eval.json").write_text(json.dumps(out["results"], indent=1, default=str))
+    print(json.dumps(out["results"], indent=1, default=str))
+    return 0
+
+
 def _lengths(text: str) -> list[int]:
     """``--lengths``: comma-separated positive integers, checked before any model is loaded."""
     out = []
@@ -276,6 +289,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--hotpotqa-path", default=None)
     p.add_argument("--name", default=None, help="model name in the results (default: the directory name)")
     p.add_argument("--out", type=Path, default=Path("results/eval"))
+    p = sub.add_parser("lm-eval", help="run lm-evaluation-harness tasks on a local model (local task data only)")
+    p.add_argument("--model", required=True, help="a local checkpoint directory")
+    p.add_argument("--tasks", required=True, help="comma-separated lm-eval task names")
+    p.add_argument("--model-args", default="", help="lm-eval HFLM arguments, e.g. dtype=bfloat16,max_length=8192")
+    p.add_argument("--include-path", default=None, help="a directory of local task YAML files")
+    p.add_argument("--limit", type=int, default=None, help="at most this many documents per task")
+    p.add_argument("--out", type=Path, default=Path("results/lm_eval"))
     p = sub.add_parser("reproduce", help="the small-scale 8K->64K study (presets demo, study, smoke), or the paper's "
                                          "lengths on SmolLM2-135M for one GPU (real-64k)")
     p.add_argument("--preset", default="demo")
@@ -291,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command == "train" and not args.preset and not args.config:
         parser.error("train needs --preset or --config")
-    command = {"train": train_command, "eval": eval_command, "reproduce": reproduce_command}[args.command]
+    command = {"train": train_command, "eval": eval_command, "lm-eval": lm_eval_command,
+               "reproduce": reproduce_command}[args.command]
     try:
         code = command(args)
     except (ValueError, FileNotFoundError) as err:  # bad input: the message names the value and the fix

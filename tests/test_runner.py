@@ -83,16 +83,42 @@ def test_cli_eval_on_a_saved_model(tmp_path):
     assert "not run: qa_1: qa_1 needs a local SQuAD" in out.stdout
 
 
-def test_lm_eval_hook_says_what_is_missing():
+LM_EVAL_TASK = """task: endprompt_local_copy
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{text}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{label}}}}"
+metric_list:
+  - metric: acc
+"""
+
+
+def test_lm_eval_runs_a_local_json_task_on_an_in_memory_model_and_a_path(tmp_path):
+    pytest.importorskip("lm_eval", reason="lm-eval is in the dev extra")  # installed with .[dev]: this runs
     from endprompt.evaluate import run_lm_eval
 
-    try:
-        import lm_eval  # noqa: F401
-    except ImportError:
-        with pytest.raises(RuntimeError, match="lm-eval is not installed"):
-            run_lm_eval("/models/x", ["hellaswag"])
-    else:
-        pytest.skip("lm-eval is installed here; the hook would try to run it")
+    docs = [{"text": f"{w} {w} {w} {w}", "choices": [" zzzz", f" {w}"], "label": 1} for w in ("abab", "cdcd", "efef")]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "local.yaml").write_text(LM_EVAL_TASK.format(data=tmp_path / "docs.jsonl"))
+    model = M.build_tiny_llama(vocab_size=len(TOK), hidden_size=32, num_heads=2, num_layers=1,
+                               rope=R.RopeScaling(), max_position_embeddings=64)
+    kw = {"include_path": tmp_path / "tasks", "include_defaults": False, "model_args": {"batch_size": 2,
+                                                                                        "max_length": 64}}
+    out = run_lm_eval(model, ["endprompt_local_copy"], tokenizer=TOK, **kw)
+    acc = out["results"]["endprompt_local_copy"]["acc,none"]
+    assert 0.0 <= acc <= 1.0 and out["n-samples"]["endprompt_local_copy"]["effective"] == 3
+    model.save_pretrained(tmp_path / "m")
+    TOK.save_pretrained(tmp_path / "m")
+    again = run_lm_eval(tmp_path / "m", ["endprompt_local_copy"], **kw | {"model_args": "batch_size=2,max_length=64"})
+    assert again["results"]["endprompt_local_copy"]["acc,none"] == acc  # the same model, from disk
+    with pytest.raises(ValueError, match="needs its tokenizer"):
+        run_lm_eval(model, ["endprompt_local_copy"], include_path=tmp_path / "tasks", include_defaults=False)
 
 
 def test_cli_rejects_bad_lengths_before_loading_a_model(tmp_path, capsys):

@@ -215,11 +215,44 @@ def save_results(table: pd.DataFrame, out_dir: str | Path, name: str = "eval") -
     return csv, js
 
 
-def run_lm_eval(model_path: str, tasks: Sequence[str], **kwargs):
-    """Run lm-evaluation-harness's ``HFLM`` on a local model, when lm-eval and its data are installed locally."""
+def run_lm_eval(model, tasks: Sequence[str], tokenizer=None, model_args: dict | str | None = None,
+                include_path: str | Path | None = None, include_defaults: bool = True, **kwargs) -> dict:
+    """Run lm-evaluation-harness (0.4.x) on ``tasks``; returns its results dict (``results[task][metric]``).
+
+    ``model`` is a local checkpoint directory, loaded by lm-eval's ``HFLM`` with ``model_args`` (a dict or lm-eval's
+    ``"key=value,..."`` string: dtype, batch_size, max_length, ...), or an in-memory transformers model (then give its
+    ``tokenizer``; ``model_args`` go to ``HFLM`` too). ``include_path``: a directory of local task YAML files (lm-eval's
+    ``TaskManager(include_path=...)``), e.g. a task on a local JSON file; ``include_defaults=False`` skips indexing
+    lm-eval's thousands of built-in tasks (much faster when only local tasks run). Other ``kwargs`` go to
+    ``lm_eval.simple_evaluate`` (``limit``, ``num_fewshot``, ...). Nothing is downloaded: tasks need local data.
+    """
     try:
         import lm_eval
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
     except ImportError:
-        raise RuntimeError("lm-eval is not installed: pip install lm-eval, and make its task data available locally "
-                           "(endprompt never downloads data at run time)") from None
-    return lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_path}", tasks=list(tasks), **kwargs)
+        raise RuntimeError("lm-eval is not installed: pip install 'lm-eval>=0.4,<0.5' (part of endprompt's dev extra), "
+                           "and make its task data available locally (endprompt never downloads data at run time)"
+                           ) from None
+    if isinstance(model_args, str):
+        from lm_eval.utils import simple_parse_args_string
+
+        model_args = simple_parse_args_string(model_args)  # "max_length=64" -> {"max_length": 64}, as lm-eval's CLI
+    model_args = dict(model_args or {})
+    if isinstance(model, (str, Path)):
+        model_args.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")  # lm-eval assumes cuda
+        if "pretrained" in model_args:
+            raise ValueError(f"give the model once: model={model!r} and model_args pretrained="
+                             f"{model_args['pretrained']!r}")
+        if not Path(model).is_dir():
+            raise FileNotFoundError(f"model {str(model)!r} is not a local checkpoint directory")
+        lm = HFLM(pretrained=str(model), **({"tokenizer": tokenizer} if tokenizer is not None else {}), **model_args)
+    else:
+        if tokenizer is None:
+            raise ValueError("an in-memory model needs its tokenizer: run_lm_eval(model, tasks, tokenizer=...)")
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, **model_args)
+    manager = None
+    if include_path is not None or not include_defaults:
+        manager = TaskManager(include_path=None if include_path is None else str(include_path),
+                              include_defaults=include_defaults)
+    return lm_eval.simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager, **kwargs)
