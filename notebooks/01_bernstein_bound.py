@@ -21,10 +21,12 @@
 # (the lemmas are in `proofs/`, the computations in `endprompt.bound`, the tables in `endprompt.bound_tables`).
 #
 # Set `ENDPROMPT_FAST=1` for the quick version CI runs, and `ENDPROMPT_CHECKPOINT=/path/to/model` to probe a local
-# checkpoint instead of the tiny Llama built here. Figures go to `figures/` (or `$ENDPROMPT_FIGURES`).
+# checkpoint instead of the tiny Llama built here. Figures go to `figures/` (or `$ENDPROMPT_FIGURES`); in fast mode to
+# a temporary directory (or `$ENDPROMPT_FIGURES`), so a quick run never overwrites the committed full-mode figures.
 
 # %%
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +47,9 @@ PAIRS = 200 if FAST else 2000
 POINTS = 1024 if FAST else 4096
 SAMPLES = 16 if FAST else 64
 rng = np.random.default_rng(0)
-print(f"fast={FAST}, pairs per source={PAIRS}, grid points={POINTS}, figures -> {plotting.figures_dir()}")
+FIGURES = (plotting.figures_dir() if os.environ.get("ENDPROMPT_FIGURES") or not FAST
+           else Path(tempfile.mkdtemp(prefix="endprompt-fast-figures-")))
+print(f"fast={FAST}, pairs per source={PAIRS}, grid points={POINTS}, figures -> {FIGURES}")
 
 # %% [markdown]
 # ## 1. Bandwidth of each scaling (L2)
@@ -55,7 +59,7 @@ print(f"fast={FAST}, pairs per source={PAIRS}, grid points={POINTS}, figures -> 
 # %%
 bandwidths = BT.bandwidth_table(scales=SCALES)
 print(bandwidths.pivot(index="rope_type", columns="s", values="sigma").to_string())
-plotting.save(plotting.plot_bandwidth(bandwidths), "01_bandwidth")
+plotting.save(plotting.plot_bandwidth(bandwidths), "01_bandwidth", FIGURES)
 
 # %% [markdown]
 # ## 2. Queries and keys from a real attention layer
@@ -87,7 +91,7 @@ print(f"probed {q.shape[0]} query heads x {q.shape[1]} tokens, head_dim {HEAD_DI
 # %%
 configs = {t: BT.study_scaling(t, 8, ORIGINAL) for t in ("none", "linear", "ntk", "yarn", "llama3")}
 curves = BT.score_curves(sources["model q, k"][:1], configs, HEAD_DIM, max_distance=TARGET - 1, step=4 if FAST else 1)
-plotting.save(plotting.plot_score_curves(curves), "01_score_curves")
+plotting.save(plotting.plot_score_curves(curves), "01_score_curves", FIGURES)
 
 # %% [markdown]
 # ## 4. Eq. 3 on random and real pairs
@@ -100,7 +104,7 @@ summary = study.groupby(["source", "rope_type", "s"])[["ratio_1", "ratio_2"]].ma
 print(summary.round(3).to_string())
 violations = int(((study["ratio_1"] > 1) | (study["ratio_2"] > 1)).sum())
 print(f"\n{len(study)} pair checks, {violations} above 1")
-plotting.save(plotting.plot_ratio_distributions(study), "01_bernstein_ratios")
+plotting.save(plotting.plot_ratio_distributions(study), "01_bernstein_ratios", FIGURES)
 
 # %% [markdown]
 # Equality for a single frequency: with only $\theta_0$ present, both ratios are 1 under PI with $\sigma = \theta_0/s$.
@@ -121,7 +125,7 @@ print(one[["sigma", "ratio_1", "ratio_2"]].round(6).to_string(index=False))
 # %%
 coverage = BT.coverage_table(samples=SAMPLES)
 print(coverage.groupby("recipe", sort=False)["share_observed"].first().round(4).to_string())
-plotting.save(plotting.plot_coverage(coverage, TARGET), "01_distance_coverage")
+plotting.save(plotting.plot_coverage(coverage, TARGET), "01_distance_coverage", FIGURES)
 
 # %% [markdown]
 # ## 6. How far the observed distances determine the gap (L6, Eq. 12–13)
@@ -133,7 +137,7 @@ plotting.save(plotting.plot_coverage(coverage, TARGET), "01_distance_coverage")
 ident = BT.identifiability_table(samples=SAMPLES)
 print(ident[["recipe", "rope_type", "head_dim", "rank_observed", "unexplained_gap", "amplification"]]
       .round(4).to_string(index=False))
-plotting.save(plotting.plot_identifiability(ident), "01_identifiability")
+plotting.save(plotting.plot_identifiability(ident), "01_identifiability", FIGURES)
 
 # %% [markdown]
 # ## Findings
