@@ -5,7 +5,7 @@ tokens long and is one of:
 
 - ``natural``: a slice of the first 90% of the built-in corpus (the standard library's sources; the rest is held
   out for perplexity);
-- ``passkey``: the compact passkey prompt of `endprompt.evaluate.retrieval` followed by its answer;
+- ``passkey``: the compact passkey prompt of `endprompt.tasks` followed by its answer;
 - ``niah``: a compact niah_single_1 / niah_multikey_2 prompt followed by its answer;
 - ``mqar``: key-value pairs then queries with their values;
 - ``vt``: a compact variable-tracking prompt followed by its answer.
@@ -26,9 +26,7 @@ import numpy as np
 
 from endprompt.data import MIXTURE_KINDS as KINDS
 from endprompt.data import TokenizedCorpus, parse_mixture, tokenize_corpus
-from endprompt.evaluate import retrieval
-from endprompt.evaluate.ruler import _niah, _vt, fit_units
-from endprompt.evaluate.text import NOISE
+from endprompt.tasks import NOISE, fit_units, mqar_example, niah, passkey, vt
 
 __all__ = ["KINDS", "parse_mixture", "synthetic_document", "build_mixture"]
 
@@ -40,19 +38,19 @@ def synthetic_document(kind: str, doc_len: int, tokenizer, seed) -> list[int]:
     rng = np.random.default_rng(seed)
     if kind == "passkey":
         key, depth = str(int(rng.integers(10000, 100000))), float(rng.random())
-        build = lambda n: retrieval._passkey(n, key, depth, "compact") + f" {key}."
+        build = lambda n: passkey(n, key, depth, "compact") + f" {key}."
     elif kind == "niah":
         task = "niah_single_1" if rng.random() < 0.5 else "niah_multikey_2"
 
         def build(n):
-            prompt, answers, _ = _niah(task, n, seed, "compact", None)
+            prompt, answers, _ = niah(task, n, seed, "compact", None)
             return f"{prompt} {answers[0]}."
     elif kind == "vt":
         def build(n):
-            prompt, names, _ = _vt(n, seed, "compact")
+            prompt, names, _ = vt(n, seed, "compact")
             return f"{prompt} {' '.join(names)}."
     elif kind == "mqar":
-        build = lambda n: retrieval.mqar_example(max(n, 1), np.random.default_rng(seed))[0]
+        build = lambda n: mqar_example(max(n, 1), np.random.default_rng(seed))[0]
     else:
         raise ValueError(f"{kind!r} is not a synthetic kind")
     span = max(int(rng.integers(max(doc_len // 4, 1), doc_len + 1)), min(count(build(0)), doc_len))

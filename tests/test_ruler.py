@@ -6,8 +6,8 @@ import re
 import pytest
 
 from endprompt.evaluate import evaluate, ruler
-from endprompt.evaluate.ruler import RULER_TASKS, TaskDoesNotFit, TaskUnavailable, fit_units, make_samples
-from endprompt.evaluate.text import NOISE, words
+from endprompt.evaluate.ruler import RULER_TASKS, TaskUnavailable, make_samples
+from endprompt.tasks.text import NOISE, words
 from tests.oracle import TOK, Constant, Fake, read_answer
 
 FITTING_TASKS = [t for t in RULER_TASKS if not t.startswith("qa") and t != "cwe"]
@@ -49,14 +49,6 @@ def test_vt_follows_ruler():
     assert len(s.answers) == 5 and all(len(n) == 5 for n in s.answers)
 
 
-def test_vt_statements_go_before_distinct_noise_lines():
-    for seed in range(20):
-        prompt, names, _ = ruler._vt(8, [seed], "ruler")
-        lines = prompt.split("\n\n", 1)[1].split("\nQuestion")[0].split("\n")
-        assert len(lines) == 13 and lines[-1] == NOISE  # never after the last noise line
-        assert not any(a.startswith("VAR") and b.startswith("VAR") for a, b in zip(lines, lines[1:]))
-
-
 # --- cwe ----------------------------------------------------------------------------------------------------------
 
 
@@ -79,15 +71,6 @@ def test_cwe_fills_64k_past_the_shipped_word_list():
     distinct = set(re.findall(r"\d+\. (\w+)", listing))
     assert len(distinct) > len(words())  # the larger list took over, as RULER's does
     assert sorted(read_answer(s.prompt).split(", ")) == sorted(s.answers)
-
-
-def test_fit_units_raises_when_the_haystack_stops_growing():
-    count = lambda text: len(text)
-    assert fit_units(lambda n: "x" * n, count, 1000) == 1000
-    with pytest.raises(TaskDoesNotFit, match="stops growing at 50 tokens"):
-        fit_units(lambda n: "x" * min(n, 50), count, 1000)
-    with pytest.raises(TaskDoesNotFit, match="without haystack is 5 tokens"):
-        fit_units(lambda n: "x" * (n + 5), count, 4)
 
 
 # --- fwe ----------------------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
-"""endprompt.evaluate.text: the shipped word list, the extended list for cwe, needle values and keys."""
+"""endprompt.tasks.text: the shipped word list, the extended list for cwe, needle values and keys."""
 
 import numpy as np
 import pytest
 
-from endprompt.evaluate import text
+from endprompt.tasks import text
 
 
 def test_shipped_words_are_the_file_s_words_only():

@@ -13,23 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from endprompt.evaluate.ruler import EvalSample, fit_units
-from endprompt.evaluate.text import NOISE, random_key, random_value
+from endprompt.evaluate.ruler import EvalSample
+from endprompt.tasks import fit_units, passkey
+from endprompt.tasks.text import NOISE, random_key, random_value
 
-__all__ = ["passkey_samples", "needle_grid_samples", "mqar_example"]
-
-_PASSKEY_PREAMBLE = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
-                     "I will quiz you about the important information there.")
-
-
-def _passkey(n: int, key: str, depth: float, style: str) -> str:
-    units = [NOISE] * n
-    cut = int(round(depth * n))
-    needle = f"The pass key is {key}. Remember it. {key} is the pass key."
-    body = " ".join(units[:cut] + [needle] + units[cut:])
-    head = "" if style == "compact" else _PASSKEY_PREAMBLE + " "
-    return f"{head}{body}\nWhat is the pass key? The pass key is"
-
+__all__ = ["passkey_samples", "needle_grid_samples"]
 
 def passkey_samples(length: int, tokenizer, num_samples: int = 10, seed: int = 0, style: str = "ruler",
                     digits: int = 5, max_new_tokens: int | None = None) -> list[EvalSample]:
@@ -41,8 +29,8 @@ def passkey_samples(length: int, tokenizer, num_samples: int = 10, seed: int = 0
         rng = np.random.default_rng([seed, 1001, length, i])
         key = str(int(rng.integers(10 ** (digits - 1), 10**digits)))
         depth = float(rng.random())
-        n = fit_units(lambda m, key=key, depth=depth: _passkey(m, key, depth, style), count, length - budget, start=8)
-        prompt = _passkey(n, key, depth, style)
+        n = fit_units(lambda m, key=key, depth=depth: passkey(m, key, depth, style), count, length - budget, start=8)
+        prompt = passkey(n, key, depth, style)
         out.append(EvalSample("passkey", length, i, prompt, [key], budget, "all", count(prompt),
                               {"depth": depth, "units": n}))
     return out
@@ -75,24 +63,3 @@ def needle_grid_samples(length: int, depth: float, tokenizer, num_samples: int =
         out.append(EvalSample("needle", length, i, prompt, [value], budget, "all", count(prompt),
                               {"depth": depth, "units": n}))
     return out
-
-
-def mqar_example(num_pairs: int, rng: np.random.Generator, num_queries: int | None = None) -> tuple[str, list[tuple]]:
-    """A text "k1 v1, k2 v2, ... | kq vq, ..." and the (start, end) character spans of the query values to score.
-
-    Keys are distinct two-letter codes, values three-digit numbers; queries repeat a random subset of the keys."""
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    keys: list[str] = []
-    while len(keys) < num_pairs:
-        k = "".join(rng.choice(list(letters), 2))
-        if k not in keys:
-            keys.append(k)
-    values = [str(int(rng.integers(100, 1000))) for _ in keys]
-    pairs = ", ".join(f"{k} {v}" for k, v in zip(keys, values))
-    order = rng.permutation(num_pairs)[: num_queries or num_pairs]
-    text, spans = pairs + " |", []
-    for q in order:
-        text += f" {keys[q]} "
-        spans.append((len(text), len(text) + len(values[q])))
-        text += values[q] + ","
-    return text, spans

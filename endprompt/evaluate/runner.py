@@ -24,16 +24,9 @@ from endprompt.evaluate import perplexity as PPL
 from endprompt.evaluate import retrieval
 from endprompt.evaluate.chat import ChatTemplate
 from endprompt.evaluate.dynamic_rope import pin_dynamic_rope
-from endprompt.evaluate.ruler import (
-    RULER_TASKS,
-    SYNTHETIC_TASKS,
-    EvalSample,
-    TaskDoesNotFit,
-    TaskUnavailable,
-    fit_units,
-    make_samples,
-)
+from endprompt.evaluate.ruler import RULER_TASKS, SYNTHETIC_TASKS, EvalSample, TaskUnavailable, make_samples
 from endprompt.evaluate.scoring import digit_accuracy, k_max, score_sample
+from endprompt.tasks import TaskDoesNotFit, fit_units, mqar_example
 
 __all__ = ["SUITES", "generate", "evaluate", "summarize", "save_results", "run_lm_eval"]
 
@@ -99,9 +92,9 @@ def _mqar(model, tokenizer, length: int, num_samples: int, seed: int) -> tuple[f
     device = next(model.parameters()).device
     for i in range(num_samples):
         rng_seed = [seed, 1003, length, i]
-        pairs = fit_units(lambda n, s=rng_seed: retrieval.mqar_example(max(n, 1), np.random.default_rng(s))[0],
+        pairs = fit_units(lambda n, s=rng_seed: mqar_example(max(n, 1), np.random.default_rng(s))[0],
                           count, length, start=4, limit=600)
-        text, spans = retrieval.mqar_example(max(pairs, 1), np.random.default_rng(rng_seed))
+        text, spans = mqar_example(max(pairs, 1), np.random.default_rng(rng_seed))
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = torch.tensor([enc.input_ids], device=device)
         pred = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits[0].argmax(-1)

@@ -4,7 +4,7 @@
 - "essay": RULER uses Paul Graham's essays, which would need a download. The default here is English prose that exists
   on every machine: the docstrings of the Python standard library (about 0.8 MB, whitespace-normalised, doctest-free),
   split into sentences. A documented deviation; pass ``essay_path`` (a local .txt file or directory) to use any text.
-- words: ``data/words.txt`` ships with the package (1,427 English words from the same docstrings); RULER draws keys
+- words: ``words.txt`` ships with the package (1,427 English words from the same docstrings); RULER draws keys
   from wonderwords' adjective-noun pairs, here they are pairs of these words ("silent-window").
 - `extended_words`: the list for cwe once ``words`` runs out. RULER then samples from a larger English word list; here
   the shipped words are followed by deterministic pseudo-words of three consonant-vowel syllables ("bavito"),
@@ -30,7 +30,7 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 @lru_cache(maxsize=1)
 def words() -> tuple[str, ...]:
     """The shipped word list (sorted, unique; the file's ``#`` comment lines are not words)."""
-    path = Path(__file__).with_name("data") / "words.txt"
+    path = Path(__file__).with_name("words.txt")
     lines = (line.strip() for line in path.read_text().splitlines())
     return tuple(sorted({w for w in lines if w and not w.startswith("#") and w.isalpha()}))
 
