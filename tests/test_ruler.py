@@ -129,3 +129,10 @@ def test_qa_distractors_come_from_the_gold_article_first(tmp_path):
 def test_qa_fills_long_lengths_by_repeating_documents(tmp_path):
     s = make_samples("qa_1", 16384, TOK, num_samples=1, squad_path=squad_file(tmp_path))[0]
     assert 0.97 * 16384 <= s.prompt_tokens + s.max_new_tokens <= 16384
+
+
+def test_a_short_essay_is_repeated_to_fill_the_length(tmp_path):
+    essay = tmp_path / "essay.txt"
+    essay.write_text("The first sentence is here. A second one follows it. And a third closes the text.")
+    s = make_samples("niah_single_2", 1024, TOK, num_samples=1, essay_path=str(essay))[0]
+    assert 0.97 * 1024 <= s.prompt_tokens + s.max_new_tokens <= 1024 and s.answers[0] in s.prompt

@@ -2,14 +2,34 @@
 
 Each task builds a prompt (RULER's template followed by its answer prefix, which the model continues) and the reference
 answers. The haystack size is found by binary search so that prompt tokens + the task's generation budget <= length,
-as RULER fits its haystack. Templates, answer prefixes, budgets and the needle sentence follow RULER; deviations:
+as RULER fits its haystack. Templates, answer prefixes (vt: "assigned", RULER's spelling since May 2025), generation
+budgets, needle sentences, the vt layout (one statement or noise sentence per line, a one-shot example of about 500
+tokens with 3-letter names), cwe's example and repeat counts, fwe's vocabulary ``(L - 50) // 50`` and Zipf counts, the
+SQuAD distractors (the gold paragraph's article first) and the scores (rounded to 2 decimals) follow RULER's code. The
+needle, vt and passkey generators live in `endprompt.tasks` (training uses them too). Deviations, all deliberate:
 
-- essay haystacks use the standard library's docstring prose by default (see `endprompt.tasks.text`), keys are
-  pairs of words from the shipped list, and needle depths are drawn uniformly rather than from 40 fixed depths;
-- ``style="compact"`` (for tiny byte-level models whose whole context is a few hundred bytes) keeps the tasks and the
-  scoring but uses short wording: needle "The {kind} for {key} is {value}.", question "What is the {kind} for {query}?",
-  answer prefix "Answer:"; vt asks "Which variables are assigned the value {value}?" with no one-shot example;
-- qa_1 (SQuAD v2 dev JSON) and qa_2 (HotpotQA distractor dev JSON) read local files; without them they are not run.
+- essay haystack: the standard library's docstring prose (`endprompt.tasks.text`; ``essay_path`` for any local text)
+  instead of Paul Graham's essays, starting at a random sentence, split into sentences by a regular expression (RULER:
+  nltk's ``sent_tokenize``);
+- keys: two words of the shipped 1,427-word list joined by "-" (RULER: wonderwords adjective-noun pairs);
+- needle places: uniform random depths, moved to the nearest preceding sentence end in essays (RULER: 40 fixed depths
+  in essays, distinct random lines in noise and needle haystacks);
+- haystack size: fitted for each sample, the largest that fits (RULER: fitted once per task and length, then reduced by
+  its step for a sample that does not fit);
+- vt: a fresh one-shot example per sample, fitted to 500 tokens even when fewer than 5 noise lines fit (RULER: one
+  example whose names and value are redrawn per sample, at least 5 noise lines);
+- cwe: the shipped word list, then ``2**17`` deterministic pseudo-words once it runs out (RULER: wonderwords nouns,
+  adjectives and verbs, then a larger English list);
+- fwe: at least 4 coded words below 250 tokens (RULER's formula gives fewer there), and the word count fitted by binary
+  search (RULER: steps of 10 words);
+- qa: questions drawn at random (RULER: in file order); qa_1 (SQuAD v2 dev JSON) and qa_2 (HotpotQA distractor dev
+  JSON) read local files and are reported as not run without them;
+- random draws come from seeded numpy generators (RULER: Python's ``random``): other samples, the same distributions;
+- no model chat template is applied (RULER's "base" template);
+- ``style="compact"`` (for tiny byte-level models whose whole context is a few hundred bytes) is not RULER: it keeps
+  the tasks and the scoring but uses short wording: needle "The {kind} for {key} is {value}.", question "What is the
+  {kind} for {query}?", answer prefix "Answer:"; vt asks "Which variables are assigned the value {value}?" with no
+  one-shot example and joins noise and statements with spaces.
 """
 
 from __future__ import annotations

@@ -97,17 +97,17 @@ def niah(task: str, n: int, seed, style: str = "ruler", essay: str | None = None
     needles = [needle.format(kind=kind, key=k, value=v) for k, vs in zip(keys, values) for v in vs]
     needles = [needles[i] for i in rng.permutation(len(needles))]
     fractions = np.sort(rng.random(len(needles)))
-    queried = sorted(rng.choice(spec.num_keys, spec.num_queries, replace=False).tolist())
+    queried = rng.choice(spec.num_keys, spec.num_queries, replace=False).tolist()  # in drawn order, as RULER
     hay = np.random.default_rng([*np.atleast_1d(seed), 7])  # haystack draws: extending n only appends
     if spec.haystack == "noise":
         units = [NOISE] * n
     elif spec.haystack == "needle":
         units = [needle.format(kind=kind, key=random_value("uuids", hay) if spec.key_kind == "uuids"
                                else random_key(hay), value=random_value(kind, hay)) for _ in range(n)]
-    else:  # n words of prose from a random sentence on; needles go in at sentence ends, as RULER inserts them
+    else:  # n words of prose from a random sentence on (repeated if needed, as RULER); needles at sentence ends
         text = _essay_words(essay)
         start = int(hay.choice(_sentence_starts(essay)))
-        units = [text[(start + i) % len(text)] for i in range(min(n, len(text)))]
+        units = [text[(start + i) % len(text)] for i in range(n)]
         ends = [i + 1 for i, w in enumerate(units) if w.endswith((".", "!", "?"))] or [len(units)]
         cuts = [max([0] + [e for e in ends if e <= f * len(units)]) for f in fractions]
         fractions = np.array(cuts, dtype=float) / max(len(units), 1)
