@@ -25,7 +25,8 @@ needle, vt and passkey generators live in `endprompt.tasks` (training uses them 
 - qa: questions drawn at random (RULER: in file order); qa_1 (SQuAD v2 dev JSON) and qa_2 (HotpotQA distractor dev
   JSON) read local files and are reported as not run without them;
 - random draws come from seeded numpy generators (RULER: Python's ``random``): other samples, the same distributions;
-- no model chat template is applied (RULER's "base" template);
+- the model template: none by default (RULER's "base" template); ``evaluate(..., chat=True)`` puts the task in the
+  tokenizer's chat template as RULER's chat-model templates do (`endprompt.evaluate.chat`);
 - ``style="compact"`` (for tiny byte-level models whose whole context is a few hundred bytes) is not RULER: it keeps
   the tasks and the scoring but uses short wording: needle "The {kind} for {key} is {value}.", question "What is the
   {kind} for {query}?", answer prefix "Answer:"; vt asks "Which variables are assigned the value {value}?" with no
