@@ -44,7 +44,8 @@ def demo(out_dir: Path, samples: int = 256, seed: int = 0, steps: int | None = N
     docs = [rng.integers(3, 1000, size=2048)]
     cue_ids = [np.arange(3, 14), np.array([1]), np.array([20, 21])]
     model = modeling.build_tiny_llama(seed, vocab_size=1000, hidden_size=64, intermediate_size=128, num_layers=2,
-                                      num_heads=4, num_kv_heads=2, rope=R.for_extension("linear", original, L, rope_theta=1e4),
+                                      num_heads=4, num_kv_heads=2,
+                                      rope=R.for_extension("linear", original, L, rope_theta=1e4),
                                       max_position_embeddings=L)
     col = Collator(Recipe(name="endprompt", a=512, b=b, target_len=L), pad_token_id=0, cue_ids=cue_ids, seed=seed)
     batch = col([docs[0]])
