@@ -28,6 +28,13 @@ def make_tokenizer(with_pad: bool = True, with_eot: bool = True):
     return PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
 
 
+@pytest.fixture(scope="session")
+def study_workdir(tmp_path_factory):
+    """A working directory shared by the study's tests (reproduce, the CLI), so that its ``cache/`` (the tokenized
+    built-in corpus, the smoke base, the mixtures) is built once per session."""
+    return tmp_path_factory.mktemp("study")
+
+
 @pytest.fixture
 def tokenizer():
     return make_tokenizer()

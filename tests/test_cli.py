@@ -10,10 +10,10 @@ import pytest
 from endprompt.cli import main
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """One working directory for the module, so the corpus caches (``cache/`` by default) are built once."""
-    return tmp_path_factory.mktemp("cli")
+@pytest.fixture
+def workdir(study_workdir):
+    """The study tests' shared directory: the commands' default ``cache/`` there is built once per session."""
+    return study_workdir
 
 
 def test_help_is_instant_and_lists_the_commands():

@@ -11,8 +11,8 @@ from endprompt import plotting, study_tables
 from endprompt.reproduce import PRESETS, TRAINED, StudyConfig, base_scores, extension_config, run_study
 
 
-def test_smoke_study_end_to_end(tmp_path):
-    cfg = replace(PRESETS["smoke"], out_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"))
+def test_smoke_study_end_to_end(tmp_path, study_workdir):
+    cfg = replace(PRESETS["smoke"], out_dir=str(tmp_path / "out"), cache_dir=str(study_workdir / "cache"))
     table = run_study(cfg)
     assert set(table["method"]) == {"base", *cfg.methods}
     assert {"seed", "method", "task", "length", "metric", "score", "n", "status"} <= set(table.columns)
