@@ -20,6 +20,9 @@ so a new recipe is one `register_recipe` call. Built in (``a`` body tokens, ``b`
 - ``full``              contiguous window ``w`` (default ``L``): full-length fine-tuning, or pretraining at ``w = L0``.
 - ``longlora``          ``full``'s samples; `endprompt.train` adds LoRA+ and S2-Attn (LongLoRA).
 - ``pretrain``          ``full``'s samples at the model's own length (``L = L0``), no RoPE scaling: base models.
+- ``sharedllm``         ``full``'s samples at ``L`` (e.g. L0 + a few context chunks), no RoPE scaling: trains
+                        `endprompt.sharedllm` (the ``sharedllm`` config section), whose upper model sees at most
+                        its local window and the rest as compressed context.
 
 The jump target. In the recipes with a terminal segment, the first terminal token is predicted from the last body
 token across the position jump (``a-1`` to ``L-b``): its loss weight is ``prompt_weight`` for the cue recipes and 1
@@ -350,6 +353,7 @@ register_recipe("pose", RecipeSpec(cut=_cut_pose, physical_len=lambda r: r.windo
 register_recipe("full", _FULL)
 register_recipe("longlora", _FULL)
 register_recipe("pretrain", _FULL)
+register_recipe("sharedllm", _FULL)  # endprompt.sharedllm: plain text, no RoPE change
 
 
 def build_sample(doc, recipe: Recipe, rng: P.RngLike = None, cue_ids: Sequence[np.ndarray] | None = None,

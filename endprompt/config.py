@@ -18,6 +18,7 @@ import yaml
 from endprompt import rope as R
 from endprompt.batching import Recipe
 from endprompt.data import parse_mixture
+from endprompt.sharedllm.model import SharedLLMConfig
 
 __all__ = ["ModelConfig", "RopeConfig", "DataConfig", "RecipeConfig", "OptimConfig", "RunConfig", "TrainConfig",
            "PRESETS_DIR", "list_presets", "load_config", "apply_overrides", "steps_for_budget"]
@@ -235,9 +236,14 @@ class TrainConfig:
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    # used by recipe "sharedllm" only: the tree, M, the local window (`endprompt.sharedllm.SharedLLMConfig`)
+    sharedllm: SharedLLMConfig = field(default_factory=SharedLLMConfig)
 
     def __post_init__(self):
         r, m = self.recipe, self.model
+        if r.name == "sharedllm":
+            self._check_sharedllm()
+            return
         if r.name == "pretrain":
             if m.original_len is not None and r.target_len != m.original_len:
                 raise ValueError(f"recipe 'pretrain' trains at the model's own length: recipe.target_len="
@@ -250,6 +256,22 @@ class TrainConfig:
             raise ValueError("rope.rope_type 'default' does not extend the context; use linear (PI), ntk, yarn, ...")
         if r.name == "longlora" and m.attn_implementation == "flash_attention_2":
             raise ValueError("recipe 'longlora' trains with S2-Attn (sdpa inside); set model.attn_implementation=sdpa")
+
+    def _check_sharedllm(self) -> None:
+        r, m, s = self.recipe, self.model, self.sharedllm
+        if r.target_len <= s.window:
+            raise ValueError(f"recipe 'sharedllm' trains on recipe.target_len={r.target_len} tokens, which must exceed "
+                             f"sharedllm.local_window={s.window} so that every sample has context chunks (e.g. "
+                             f"target_len = local_window + 3 * chunk_size = {s.window + 3 * s.chunk_size})")
+        if m.original_len is not None and s.window > m.original_len:
+            raise ValueError(f"sharedllm.local_window={s.window} exceeds the base's context model.original_len="
+                             f"{m.original_len}: the upper model would read positions it was not trained on")
+        if m.lora_r or m.gradient_checkpointing:
+            raise ValueError("recipe 'sharedllm' trains the cross-attention and the top layers in full, without "
+                             "gradient checkpointing: set model.lora_r=0 and model.gradient_checkpointing=false")
+        if s.kl_coef:
+            raise ValueError("sharedllm.kl_coef is applied by SharedLLM.forward(labels=...); train(cfg) computes its "
+                             "loss from the logits: set sharedllm.kl_coef=0")
 
     def to_dict(self) -> dict:
         return _plain(asdict(self))

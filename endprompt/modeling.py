@@ -11,6 +11,7 @@ the cache (``$ENDPROMPT_CACHE``, default ``~/.cache/endprompt``), which stock ``
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -253,7 +254,7 @@ def prepare_model(cfg) -> PreparedModel:
     path = resolve_model(m.path) if m.path is not None else None
     tokenizer = load_tokenizer(resolve_model(m.tokenizer) if m.tokenizer in MODEL_ALIASES else m.tokenizer, path)
     dtype = getattr(torch, m.dtype)
-    extend = recipe.name != "pretrain"
+    extend = recipe.name not in ("pretrain", "sharedllm")  # SharedLLM keeps the base's positions (local window)
     if path is None:
         original = m.original_len
         rope = (R.for_extension(cfg.rope.rope_type, original, recipe.target_len, factor=cfg.rope.factor,
@@ -288,6 +289,10 @@ def prepare_model(cfg) -> PreparedModel:
                              "model.config_overrides={sliding_window: null}")
         model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, local_files_only=True,
                                                      attn_implementation=m.attn_implementation)
+    if recipe.name == "sharedllm":  # the base becomes SharedLLM's lower and upper model (config checks LoRA, ckpt)
+        from endprompt.sharedllm import SharedLLM
+
+        return PreparedModel(SharedLLM(model, dataclasses.replace(cfg.sharedllm)), tokenizer, None, original)
     if m.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
