@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from endprompt.checkpoint import atomic_write
 from endprompt.config import load_config
 from endprompt.evaluate import evaluate
 from endprompt.evaluate.ruler import SYNTHETIC_TASKS
@@ -178,6 +179,7 @@ def run_real_study(cfg: RealStudyConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
                 cost = {"train_tokens": result.tokens, "steps": result.steps, "wall_time_s": result.wall_time_s,
                         "tokens_per_s": result.tokens_per_s, "peak_memory_gb": result.peak_memory_bytes / 2**30,
                         "final_loss": result.final_loss}
+                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # train's last checkpoint (with optimizer)
                 shutil.rmtree(run_dir / "final", ignore_errors=True)  # keep metrics and config, not weights
             table = _evaluate(model.to(_device()).eval(), tokenizer, cfg, method)
             del model
@@ -194,6 +196,6 @@ def run_real_study(cfg: RealStudyConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
                                                                           "final_loss", "eval_s")}})
     results = pd.concat(rows, ignore_index=True)
     cost_table = pd.DataFrame(costs)
-    results.to_csv(out / "results.csv", index=False)
-    cost_table.to_csv(out / "costs.csv", index=False)
+    atomic_write(out / "results.csv", lambda tmp: results.to_csv(tmp, index=False))  # a killed rewrite: the old file
+    atomic_write(out / "costs.csv", lambda tmp: cost_table.to_csv(tmp, index=False))
     return results, cost_table
