@@ -42,7 +42,9 @@ def test_weighted_cross_entropy_matches_the_definition():
     assert torch.isclose(total, expected) and weight == pytest.approx(1 + 0.1 + 0.1 + 1 + 1)
 
 
-@pytest.mark.parametrize("recipe", list(RECIPES))
+# sharedllm is an architecture: its final directory is a saved SharedLLM that stock transformers cannot load, so
+# tests/test_sharedllm_train.py trains it through train(cfg) with its own config section.
+@pytest.mark.parametrize("recipe", [name for name in RECIPES if name != "sharedllm"])
 def test_every_recipe_trains_two_steps(recipe, tmp_path, cache_dir):
     overrides = ["recipe.target_len=256"] if recipe == "pretrain" else []
     if recipe == "longlora":
