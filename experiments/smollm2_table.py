@@ -83,7 +83,9 @@ def draw(table: pd.DataFrame, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 3, 0.55 * grid.shape[0] + 2))
     sns.heatmap(grid, vmin=0, vmax=100, cmap="RdYlGn", annot=True, fmt=".0f", cbar_kws={"label": "score (%)"}, ax=ax)
     ax.axvline(data.loc[data["method"] == "none", "column"].nunique(), color="k", lw=2)  # | beyond 8K: scaled
-    ax.set(xlabel="context length (scaling without training beyond the 8K pretraining length)", ylabel="",
+    scaled = (data["method"] != "none").any()
+    ax.set(xlabel="context length" + (" (scaled without training beyond the 8K pretraining length)" if scaled else ""),
+           ylabel="",
            title="SmolLM2-135M-Instruct, offline on CPU: passkey and RULER's synthetic tasks")
     ax.tick_params(axis="x", rotation=0, labelsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +98,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/real"))
     parser.add_argument("--stop-after-s", type=float, default=None, help="start no new cell after this many seconds")
     parser.add_argument("--until", default=None, help="start no new cell after this wall-clock time (HH:MM)")
+    parser.add_argument("--light", action="store_true",
+                        help="2 prompts per cell at 1K and 2K only, stopping after 150 CPU-seconds: a run that fits "
+                             "outside the heavy-job lock")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--figure", type=Path, default=Path("figures/03_real_smollm2.png"))
     parser.add_argument("--plot-only", action="store_true", help="draw the figure from the table and exit")
@@ -109,17 +114,26 @@ def main() -> None:
     done = pd.read_csv(table_file) if table_file.exists() else pd.DataFrame(columns=columns)
     finished = set(zip(done["method"], done["task"], done["length"].astype(int), done["protocol"]))
     dtype = getattr(torch, args.dtype)
+    tokenizer = load_tokenizer(None, resolve_model(MODEL))
+    start, models = time.perf_counter(), {}
+    todo = cells()
+    if args.light:
+        PROMPTS.update({1024: 2, 2048: 2})
+        todo = [c for c in todo if c[2] in (1024, 2048) and c[0] == "none" and c[3] == ("plain" if c[1] == "passkey"
+                                                                                        else "chat")]
     (args.out / "run.json").write_text(json.dumps({
-        "model": MODEL, "dtype": args.dtype, "prompts_per_cell": PROMPTS, "torch": torch.__version__,
+        "model": MODEL, "dtype": args.dtype, "light": args.light, "prompts_per_cell": PROMPTS,
+        "torch": torch.__version__,
         "threads": torch.get_num_threads(), "machine": f"{platform.machine()} {platform.processor()}".strip(),
         "protocol": {"chat": "RULER's chat-model template (user turn, answer prefix after the assistant header), "
                              "greedy, stop at <|im_end|>", "plain": "the prompt as is, greedy, the full budget"}},
         indent=1))
-    tokenizer = load_tokenizer(None, resolve_model(MODEL))
-    start, models = time.perf_counter(), {}
-    for method, task, length, protocol in cells():
+    for method, task, length, protocol in todo:
         if (method, task, length, protocol) in finished:
             continue
+        if args.light and time.process_time() > 150:
+            print(f"light run: stopping after {time.process_time():.0f} CPU-seconds", flush=True)
+            break
         late = args.until is not None and time.strftime("%H:%M") >= args.until
         if late or (args.stop_after_s is not None and time.perf_counter() - start > args.stop_after_s):
             print(f"stopping after {time.perf_counter() - start:.0f} s; rerun to continue", flush=True)
@@ -132,7 +146,8 @@ def main() -> None:
                         batch_size=max(1, 8192 // length), tasks=tasks, model_name=MODEL, progress=False,
                         chat=protocol == "chat")
         rows = rows[rows["metric"] != "k_max"].assign(method=method, protocol=protocol,
-                                                      wall_s=time.perf_counter() - t0, dtype=args.dtype)
+                                                      wall_s=time.perf_counter() - t0, dtype=args.dtype,
+                                                      cpu_s=time.process_time())
         rows.to_csv(table_file, mode="a", header=not table_file.exists(), index=False)
         for _, r in rows.iterrows():
             print(f"{method:<12}{task:<17}{length:>6} {protocol:<6}{r['metric']:<20}{r['score']:>6.1f}  n={r['n']}  "
