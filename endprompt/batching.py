@@ -102,6 +102,12 @@ class RecipeSpec:
         check: ``recipe -> None``, raises ValueError on lengths the layout cannot place (run by `Recipe`).
         uses_cues: the terminal segment is an end prompt drawn from ``recipe.cues``, weighted ``prompt_weight``.
         layout: ``(recipe, rng) -> position ids`` of one full-size sample; None = ``cut`` of a full-size document.
+        extends_positions: the run extends the base's RoPE to ``target_len`` (False: the base keeps its own positions
+            and context, e.g. plain pretraining or SharedLLM's local window).
+        s2_attention: train with LongLoRA's shifted sparse attention (`endprompt.s2attn`); batches are padded to a
+            multiple of 8 and the saved model is set back to full (sdpa) attention.
+        default_lora_r: LoRA rank when ``model.lora_r`` is unset (0 = full fine-tuning).
+        sharedllm: the base becomes the lower and upper model of `endprompt.sharedllm.SharedLLM`.
     """
 
     cut: Cut
@@ -112,6 +118,10 @@ class RecipeSpec:
     check: Callable[[Recipe], None] = lambda r: None
     uses_cues: bool = False
     layout: Callable[[Recipe, np.random.Generator], np.ndarray] | None = None
+    extends_positions: bool = True
+    s2_attention: bool = False
+    default_lora_r: int = 0
+    sharedllm: bool = False
 
 
 RECIPES: dict[str, RecipeSpec] = {}
@@ -351,9 +361,10 @@ register_recipe("pose", RecipeSpec(cut=_cut_pose, physical_len=lambda r: r.windo
                                    full_doc_len=lambda r: r.physical_len, sample_len=lambda r: r.target_len,
                                    min_doc_len=lambda r: r.num_chunks, check=_check_pose))
 register_recipe("full", _FULL)
-register_recipe("longlora", _FULL)
-register_recipe("pretrain", _FULL)
-register_recipe("sharedllm", _FULL)  # endprompt.sharedllm: plain text, no RoPE change
+register_recipe("longlora", dataclasses.replace(_FULL, s2_attention=True, default_lora_r=8))
+register_recipe("pretrain", dataclasses.replace(_FULL, extends_positions=False))
+# endprompt.sharedllm: plain text, no RoPE change
+register_recipe("sharedllm", dataclasses.replace(_FULL, extends_positions=False, sharedllm=True))
 
 
 def build_sample(doc, recipe: Recipe, rng: P.RngLike = None, cue_ids: Sequence[np.ndarray] | None = None,

@@ -372,7 +372,7 @@ class Checkpointer:
             model.load_state_dict(state_dict)
             state_dict = None
         model = modeling.merge_lora(model)
-        if cfg.recipe.name == "longlora":
+        if cfg.recipe.spec.s2_attention:
             model.set_attn_implementation("sdpa")  # S2-Attn is for training; evaluate with full attention
         tmp = final.with_name("final.tmp")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -241,10 +241,10 @@ class TrainConfig:
 
     def __post_init__(self):
         r, m = self.recipe, self.model
-        if r.name == "sharedllm":
+        if r.spec.sharedllm:
             self._check_sharedllm()
             return
-        if r.name == "pretrain":
+        if not r.spec.extends_positions:
             if m.original_len is not None and r.target_len != m.original_len:
                 raise ValueError(f"recipe 'pretrain' trains at the model's own length: recipe.target_len="
                                  f"{r.target_len} must equal model.original_len={m.original_len}")
@@ -254,7 +254,7 @@ class TrainConfig:
                              "to extend the context")
         if self.rope.rope_type == "default":
             raise ValueError("rope.rope_type 'default' does not extend the context; use linear (PI), ntk, yarn, ...")
-        if r.name == "longlora" and m.attn_implementation == "flash_attention_2":
+        if r.spec.s2_attention and m.attn_implementation == "flash_attention_2":
             raise ValueError("recipe 'longlora' trains with S2-Attn (sdpa inside); set model.attn_implementation=sdpa")
 
     def _check_sharedllm(self) -> None:

@@ -254,7 +254,8 @@ def prepare_model(cfg) -> PreparedModel:
     path = resolve_model(m.path) if m.path is not None else None
     tokenizer = load_tokenizer(resolve_model(m.tokenizer) if m.tokenizer in MODEL_ALIASES else m.tokenizer, path)
     dtype = getattr(torch, m.dtype)
-    extend = recipe.name not in ("pretrain", "sharedllm")  # SharedLLM keeps the base's positions (local window)
+    spec = recipe.spec
+    extend = spec.extends_positions  # pretrain and SharedLLM (local window) keep the base's positions
     if path is None:
         original = m.original_len
         rope = (R.for_extension(cfg.rope.rope_type, original, recipe.target_len, factor=cfg.rope.factor,
@@ -289,14 +290,14 @@ def prepare_model(cfg) -> PreparedModel:
                              "model.config_overrides={sliding_window: null}")
         model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, local_files_only=True,
                                                      attn_implementation=m.attn_implementation)
-    if recipe.name == "sharedllm":  # the base becomes SharedLLM's lower and upper model (config checks LoRA, ckpt)
+    if spec.sharedllm:  # the base becomes SharedLLM's lower and upper model (config checks LoRA, ckpt)
         from endprompt.sharedllm import SharedLLM
 
         return PreparedModel(SharedLLM(model, dataclasses.replace(cfg.sharedllm)), tokenizer, None, original)
     if m.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
-    lora_r = m.lora_r or (8 if recipe.name == "longlora" else 0)  # LongLoRA: rank 8 unless set
+    lora_r = m.lora_r or spec.default_lora_r  # LongLoRA: rank 8 unless set
     if lora_r:
         model = apply_lora(model, lora_r, m.lora_alpha, m.lora_dropout, m.lora_targets, m.lora_trainable)
     return PreparedModel(model, tokenizer, rope, original)

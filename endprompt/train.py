@@ -256,10 +256,11 @@ class _Trainer:
         prepared = modeling.prepare_model(cfg)
         self.model, self.tokenizer, self.rope = prepared.model, prepared.tokenizer, prepared.rope
         self.recipe = batch_recipe(cfg)
-        pad8 = 8 if cfg.recipe.name == "longlora" else None
+        s2 = cfg.recipe.spec.s2_attention
+        pad8 = 8 if s2 else None
         self.collator = batching.Collator.from_tokenizer(self.recipe, self.tokenizer, seed=cfg.run.seed,
                                                          pad_to_multiple_of=pad8)
-        if cfg.recipe.name == "longlora":
+        if s2:
             self.model.set_attn_implementation(s2attn.register(cfg.recipe.s2_group_ratio))
         with self.acc.main_process_first():
             self.source = self._sample_source()

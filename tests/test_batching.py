@@ -275,3 +275,21 @@ def test_a_recipe_registered_outside_the_package_trains(continuation_recipe, tmp
     assert result.tokens == 2 * 2 * 108  # two steps of two full-size samples of a + b tokens
     with pytest.raises(TypeError, match="needs a RecipeSpec"):
         register_recipe("bad", {"cut": _continuation})
+
+
+def test_recipe_behaviour_comes_from_the_spec_not_the_name():
+    """What a recipe does to the model and the training loop is a RecipeSpec field; no module compares names."""
+    import re
+    from pathlib import Path
+
+    import endprompt
+
+    assert RECIPES["longlora"].s2_attention and RECIPES["longlora"].default_lora_r == 8
+    assert not RECIPES["pretrain"].extends_positions and not RECIPES["sharedllm"].extends_positions
+    assert RECIPES["sharedllm"].sharedllm and not RECIPES["full"].sharedllm
+    assert all(RECIPES[n].extends_positions and not RECIPES[n].s2_attention and RECIPES[n].default_lora_r == 0
+               for n in ("endprompt", "endprompt-tail", "endprompt-random", "endprompt-pose", "pose", "full"))
+    name_test = re.compile(r"""\b(recipe|r)\.name\s*(==|!=|not in|in)\s*[("']""")
+    found = [f"{p}:{i}" for p in Path(endprompt.__file__).parent.rglob("*.py") if p.name != "batching.py"
+             for i, line in enumerate(p.read_text().splitlines(), 1) if name_test.search(line)]
+    assert not found, f"recipe-name comparisons outside the registry: {found}"
