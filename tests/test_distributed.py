@@ -9,6 +9,8 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
+from tests.tolerances import DISTRIBUTED_WEIGHTS_ATOL, REDUCTION_RTOL
+
 ARGS = ["--preset", "tiny-cpu", "--set", "optim.max_steps=3", "--set", "run.progress=false", "--set",
         "data.max_documents=40", "--set", "optim.warmup_steps=0", "--set", "optim.max_grad_norm=1e9", "--set",
         "run.log_every=1", "--set", "model.hidden_size=64", "--set", "recipe.name=endprompt-random"]
@@ -37,10 +39,11 @@ def test_two_processes_match_one(single, strategy):
     metrics = run(root / strategy, root / "cache", "--set", "optim.micro_batch_size=1", "--set",
                   f"run.strategy={strategy}", procs=2)
     for got, want in zip(metrics, reference, strict=True):
-        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
-        assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-5)  # exposes any gradient scaling error
+        assert got["loss"] == pytest.approx(want["loss"], rel=REDUCTION_RTOL)
+        # the gradient norm exposes any gradient scaling error
+        assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=REDUCTION_RTOL)
         assert got["tokens"] == want["tokens"]
     a = load_file(root / "single" / "final" / "model.safetensors")
     b = load_file(root / strategy / "final" / "model.safetensors")
     assert set(a) == set(b)
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < DISTRIBUTED_WEIGHTS_ATOL

@@ -7,6 +7,7 @@ import torch
 from endprompt import bound as B
 from endprompt import modeling as M
 from endprompt import rope as R
+from tests.tolerances import ATTN_PROBS_ATOL
 
 
 def test_probe_reproduces_eager_attention_through_the_score_polynomial():
@@ -31,7 +32,7 @@ def test_probe_reproduces_eager_attention_through_the_score_polynomial():
             scores[i, : i + 1] = [B.score([p[i] - p[j]], c[j], inv_freq)[0, 0] for j in range(i + 1)]
         probs = np.exp(scores - scores.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
-        np.testing.assert_allclose(probs, attn[h], atol=1e-5)
+        np.testing.assert_allclose(probs, attn[h], atol=ATTN_PROBS_ATOL)
 
 
 def test_save_and_load_local_checkpoint(tmp_path):

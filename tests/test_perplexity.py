@@ -6,6 +6,7 @@ import torch
 
 from endprompt import modeling as M
 from endprompt.evaluate import perplexity as PPL
+from tests.tolerances import REDUCTION_RTOL
 
 
 def test_perplexity_forms_against_direct_computation():
@@ -15,7 +16,7 @@ def test_perplexity_forms_against_direct_computation():
     with torch.no_grad():
         logits = model(torch.as_tensor(doc[:100])[None]).logits[0]
     direct = torch.nn.functional.cross_entropy(logits[:-1], torch.as_tensor(doc[1:100])).exp().item()
-    assert n == 99 and ppl == pytest.approx(direct, rel=1e-5)
+    assert n == 99 and ppl == pytest.approx(direct, rel=REDUCTION_RTOL)
     ppl, n = PPL.sliding_perplexity(model, [doc], 100, stride=50)
     assert n == 299  # every token after the first is scored exactly once
     with pytest.raises(ValueError, match="no document has 1000 tokens"):

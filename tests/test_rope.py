@@ -10,7 +10,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from endprompt import rope as R
-from tests.tolerances import ROPE_RTOL
+from tests.tolerances import COS_SIN_ATOL, FLOAT64_RTOL, ROPE_RTOL
 
 
 def _longrope_kwargs(dim):
@@ -80,7 +80,7 @@ def test_matches_transformers_init_functions(cfg, head_dim, target_len):
         else:
             theirs, theirs_af = ROPE_INIT_FUNCTIONS[hf_type](config, seq_len=seq_len)
         np.testing.assert_allclose(ours, theirs.double().numpy(), rtol=ROPE_RTOL, err_msg=f"seq_len={seq_len}")
-        assert math.isclose(ours_af, theirs_af, rel_tol=1e-12)
+        assert math.isclose(ours_af, theirs_af, rel_tol=FLOAT64_RTOL)
 
 
 @pytest.mark.parametrize(("cfg", "head_dim", "target_len"), [c for c in CONFIGS if c[0].partial_rotary_factor == 1],
@@ -90,7 +90,7 @@ def test_model_built_from_conversion_uses_these_frequencies(cfg, head_dim, targe
     emb = LlamaRotaryEmbedding(config)
     ours, attention_factor = R.compute_inv_freq(cfg, head_dim)
     np.testing.assert_allclose(ours, emb.inv_freq.double().numpy(), rtol=ROPE_RTOL)
-    assert math.isclose(emb.attention_scaling, attention_factor, rel_tol=1e-12)
+    assert math.isclose(emb.attention_scaling, attention_factor, rel_tol=FLOAT64_RTOL)
     # the cos/sin the model applies at jumped positions (the terminal segment) come from these frequencies; the model
     # recomputes length-dependent types at seq_len = max(position) + 1, and forms angles in float32, whose error grows
     # with the position: |angle error| <= ~3 * p * 2^-24
@@ -98,12 +98,12 @@ def test_model_built_from_conversion_uses_these_frequencies(cfg, head_dim, targe
     cos, sin = emb(torch.zeros(1, dtype=torch.float32), pos)
     at_len, _ = R.compute_inv_freq(cfg, head_dim, seq_len=target_len)
     angles = pos[0].double().numpy()[:, None] * at_len[None, :]  # (4, D/2)
-    atol = attention_factor * 3 * target_len * 2.0**-24 + 1e-6
+    atol = attention_factor * 3 * target_len * 2.0**-24 + COS_SIN_ATOL
     np.testing.assert_allclose(cos[0, :, : len(ours)].double().numpy(), np.cos(angles) * attention_factor, atol=atol)
     np.testing.assert_allclose(sin[0, :, : len(ours)].double().numpy(), np.sin(angles) * attention_factor, atol=atol)
     # and back: the config parses to a scaling with the same frequencies
     back = R.from_transformers_config(config)
-    np.testing.assert_allclose(R.compute_inv_freq(back, head_dim)[0], ours, rtol=1e-12)
+    np.testing.assert_allclose(R.compute_inv_freq(back, head_dim)[0], ours, rtol=FLOAT64_RTOL)
 
 
 def test_old_style_rope_scaling_is_read():
@@ -121,10 +121,10 @@ def test_bandwidth_only_pi_lowers_the_top_frequency(s):
     # Eq. 2-3: PI divides theta_0 = 1 by s; NTK-aware, dynamic, YaRN and llama3 keep theta_0 unscaled
     orig = 4096
     pi = R.for_extension("linear", orig, int(orig * s), rope_theta=1e4)
-    assert R.bandwidth(pi, 128) == pytest.approx(1 / s, rel=1e-12)
+    assert R.bandwidth(pi, 128) == pytest.approx(1 / s, rel=FLOAT64_RTOL)
     for rope_type in ("ntk", "dynamic", "yarn", "llama3"):
         cfg = R.for_extension(rope_type, orig, int(orig * s), rope_theta=1e4)
-        assert R.bandwidth(cfg, 128, seq_len=int(orig * s)) == pytest.approx(1.0, rel=1e-12), rope_type
+        assert R.bandwidth(cfg, 128, seq_len=int(orig * s)) == pytest.approx(1.0, rel=FLOAT64_RTOL), rope_type
     assert R.bandwidth(R.RopeScaling(), 128) == 1.0
 
 
@@ -132,7 +132,7 @@ def test_ntk_divides_the_lowest_frequency_by_s():
     # NTK-aware's base change base * s^(D/(D-2)) keeps theta_0 and divides the lowest frequency by exactly s, like PI
     lin = R.for_extension("linear", 8192, 65536, rope_theta=1e4)
     ntk = R.for_extension("ntk", 8192, 65536, rope_theta=1e4)
-    assert R.compute_inv_freq(ntk, 128)[0][-1] == pytest.approx(R.compute_inv_freq(lin, 128)[0][-1], rel=1e-12)
+    assert R.compute_inv_freq(ntk, 128)[0][-1] == pytest.approx(R.compute_inv_freq(lin, 128)[0][-1], rel=FLOAT64_RTOL)
     assert R.compute_inv_freq(ntk, 128)[0][0] == 1.0
 
 
@@ -142,7 +142,7 @@ def test_snapshot():
         inv_freq,
         [1.0, 0.31622776601683794, 0.1, 0.03162277660168379, 0.0078125, 0.0017787811838447137, 0.00034375,
          3.952847075210474e-05],
-        rtol=1e-12,
+        rtol=FLOAT64_RTOL,
     )
     assert af == pytest.approx(0.1 * math.log(8) + 1)  # YaRN's default attention factor
     assert R.compute_inv_freq(R.for_extension("linear", 8192, 65536, rope_theta=1e4), 4)[0].tolist() == [0.125, 0.00125]

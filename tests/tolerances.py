@@ -25,3 +25,20 @@ FD2_TOL = 1e-3  # second derivative (rtol and atol)
 GRID_MAX_ATOL = 1e-6
 # a stored eigenvalue-based snapshot (LAPACK's results move in the last digits between BLAS builds)
 SNAPSHOT_RTOL = 1e-6
+
+# the same deterministic float computation on the same weights (reloaded, or stock vs our class): bit for bit
+BITWISE = 0
+# float64 softmax of the probed score polynomial vs the float32 model's eager attention weights (values in [0, 1])
+ATTN_PROBS_ATOL = 1e-5
+# one float32 attention computed two ways (S2-Attn's groups vs masked sdpa) on unit-scale inputs
+ATTN_ATOL, ATTN_RTOL = 1e-6, 1e-5
+# float32 cos/sin of a correctly formed angle (values in [-1, 1]): a few float32 ulps, on top of the angle's own error
+COS_SIN_ATOL = 1e-6
+# "these RoPE frequencies differ": another dynamic-NTK length moves them by far more than this, relative
+ROPE_CHANGED = 1e-3
+# "a structural change shows in the logits" (attention cut into groups): ten times LOGITS_CHANGED, well above rounding
+LOGITS_CHANGED_STRUCTURALLY = 1e-3
+# a float32 loss, gradient norm or perplexity reduced in another order (two ranks vs one, batched vs direct)
+REDUCTION_RTOL = 1e-5
+# weights after a few float32 optimizer steps whose gradients were reduced in another order (DDP/FSDP2 vs one process)
+DISTRIBUTED_WEIGHTS_ATOL = 1e-4
