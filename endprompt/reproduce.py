@@ -2,8 +2,8 @@
 
 1. Base: pretrain a tiny Llama at ``L0`` on a mixture of natural text and synthetic retrieval (`endprompt.mixture`),
    cached under ``cache_dir`` (a rerun with the same settings reuses it), and report its scores at ``L0``.
-2. Extension to ``factor * L0`` with matched physical-token budgets: EndPrompt (paper variant with the cue set;
-   single-cue variants compare the wording), EndPrompt own-tail, random placement, ET(PoSE), PoSE, full-length
+2. Extension to ``factor * L0`` (`Extension`) with matched physical-token budgets: EndPrompt (paper variant with the
+   cue set; single-cue variants compare the wording), EndPrompt own-tail, random placement, ET(PoSE), PoSE, full-length
    fine-tuning, LongLoRA (LoRA+ and S2-Attn); and without training: PI, dynamic NTK, YaRN. All trained methods use PI
    (linear, factor 8) as the paper does; each seed re-trains every method from the same base.
 3. Evaluation at ``L0/2 .. 16 * L0``: passkey (exact match, digit accuracy and k_max), compact niah_single_1 (the
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +32,16 @@ from endprompt.checkpoint import atomic_write
 from endprompt.config import RecipeConfig, TrainConfig, load_config
 from endprompt.evaluate import evaluate
 from endprompt.modeling import extend_config
+from endprompt.study_base import StudyBase, pretrain_base
 from endprompt.train import train
 
-__all__ = ["StudyConfig", "Method", "PRESETS", "METHODS", "TRAINED", "TRAINING_FREE", "extension_config", "run_study",
-           "base_scores"]
+__all__ = ["StudyConfig", "Extension", "Method", "PRESETS", "METHODS", "TRAINED", "TRAINING_FREE", "extension_config",
+           "run_study", "base_scores"]
 
 @dataclass(frozen=True)
 class Method:
     """A trained arm of the study: the fields of its `endprompt.config.RecipeConfig` (a, b and the target come from the
-    study), and its learning rate where it is tuned apart (None = ``StudyConfig.ext_lr``)."""
+    study), and its learning rate where it is tuned apart (None = ``Extension.lr``)."""
 
     recipe: dict
     lr: float | None = None
@@ -60,7 +61,35 @@ TRAINED = {
 }
 TRAINING_FREE = {"pi": "linear", "dynamic-ntk": "dynamic", "yarn": "yarn"}
 METHODS = tuple(TRAINED) + tuple(TRAINING_FREE)
-MIXTURE = "mixture:natural=0.2,passkey=0.4,niah=0.3,mqar=0.05,vt=0.05"
+
+
+@dataclass(frozen=True)
+class Extension:
+    """How every trained arm is extended: the same position scaling and the same physical-token budget for each.
+
+    Attributes:
+        factor: the extension, ``target_len = factor * L0`` (the paper's 8, 8K -> 64K); every arm uses PI at it.
+        tokens: physical training tokens per run, the same for every method (matched budgets).
+        batch_tokens: physical tokens per optimizer step (micro-batch = ``batch_tokens // physical length``).
+        docs: documents of the base's pretraining mixture generated for the run.
+        lr, schedule, warmup: the optimizer's schedule (a method's own ``Method.lr`` replaces ``lr``).
+    """
+
+    factor: int = 8
+    tokens: int = 2_000_000
+    batch_tokens: int = 4096
+    docs: int = 4096
+    lr: float = 5e-4
+    schedule: str = "constant"
+    warmup: int = 20
+
+    def __post_init__(self):
+        from endprompt.config import SCHEDULES
+
+        if self.factor < 2 or min(self.tokens, self.batch_tokens, self.docs) < 1 or self.lr <= 0 or self.warmup < 0:
+            raise ValueError(f"{self}: factor must be >= 2, tokens, batch_tokens and docs >= 1, lr > 0, warmup >= 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}; choose one of {SCHEDULES}")
 
 
 @dataclass
@@ -68,32 +97,22 @@ class StudyConfig:
     """Settings of the small-scale study.
 
     Attributes:
-        L0: the base model's context (the paper's 8K); the target is ``factor * L0`` (64K).
+        base: the base model and its pretraining (`endprompt.study_base.StudyBase`: the shipped byte-level base by
+            default); its ``L0`` is the base's context (the paper's 8K).
+        extension: the extension to ``extension.factor * L0`` (64K) and its training budget (`Extension`).
         b_cue: the largest end prompt (the byte tokenizer makes the paper's first cue 50 tokens); the text body of the
             cue recipes is ``L0 - b_cue`` so that a sample never exceeds ``L0``.
         b_tail: terminal tokens of the own-tail and random variants (the authors' 20).
-        ext_tokens: physical training tokens per extension run, the same for every method (matched budgets).
         eval_samples: prompts per task and length; needle_samples per grid cell.
     """
 
     name: str = "demo"
     out_dir: str = "results/demo"
     cache_dir: str = "cache"
-    L0: int = 256
-    factor: int = 8
+    base: StudyBase = field(default_factory=StudyBase)
+    extension: Extension = field(default_factory=Extension)
     b_cue: int = 52
     b_tail: int = 20
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    base_steps: int = 3000
-    base_batch: int = 16
-    base_lr: float = 2e-3
-    base_docs: int = 32768
-    ext_tokens: int = 2_000_000
-    ext_batch_tokens: int = 4096
-    ext_lr: float = 5e-4
-    ext_docs: int = 4096
     methods: tuple[str, ...] = METHODS
     seeds: tuple[int, ...] = (0,)
     eval_lengths: tuple[int, ...] = (128, 256, 512, 1024, 2048, 4096)
@@ -111,61 +130,54 @@ class StudyConfig:
             raise ValueError(f"L0={self.L0} leaves no room for text next to a {self.b_cue}-token end prompt")
 
     @property
+    def L0(self) -> int:
+        return self.base.L0
+
+    @property
     def target_len(self) -> int:
-        return self.L0 * self.factor
+        return self.L0 * self.extension.factor
 
 
 PRESETS = {
-    "demo": StudyConfig(name="demo", out_dir="results/demo", ext_tokens=400_000,
+    "demo": StudyConfig(name="demo", out_dir="results/demo", extension=Extension(tokens=400_000),
                         methods=("endprompt", "endprompt-tail", "pose", "full", "pi", "yarn"), seeds=(0,),
                         eval_lengths=(128, 256, 512, 1024, 2048, 4096), eval_samples=12, needle_samples=2,
                         needle_depths=(0.0, 0.5, 1.0)),
     "study": StudyConfig(name="study", out_dir="results/study", seeds=(0, 1, 2)),
-    "smoke": StudyConfig(name="smoke", out_dir="results/smoke", base_steps=4, base_docs=64, base_batch=4,
-                         ext_tokens=2 * 2048, ext_batch_tokens=2048, ext_docs=32,
+    "smoke": StudyConfig(name="smoke", out_dir="results/smoke", base=StudyBase(steps=4, docs=64, batch=4),
+                         extension=Extension(tokens=2 * 2048, batch_tokens=2048, docs=32),
                          methods=("endprompt", "pose", "full", "longlora", "pi"), seeds=(0,),
                          eval_lengths=(256, 2048), eval_samples=1, needle_samples=1, needle_depths=(0.5,),
                          tasks=("niah_single_1",), progress=False),
 }
 
 
-def _train_config(cfg: StudyConfig, out_dir: Path, recipe: RecipeConfig, model: dict, optim: dict,
-                  run: dict, mixture_docs: int) -> TrainConfig:
-    """A run of the study: the tiny-cpu preset with the study's model, data and run settings, section by section."""
+def _train_config(cfg: StudyConfig, out_dir: Path, recipe: RecipeConfig, base: Path, optim: dict,
+                  seed: int) -> TrainConfig:
+    """An extension run of the study: the tiny-cpu preset with the base (its weights, tokenizer and context) and the
+    study's data and run settings, section by section."""
     preset = load_config("tiny-cpu")
     return TrainConfig(
-        model=replace(preset.model, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
-                      original_len=cfg.L0, **model),
+        model=replace(preset.model, path=str(base), tokenizer=None, original_len=cfg.L0),
         rope=replace(preset.rope, rope_type="linear"),
-        data=replace(preset.data, source=MIXTURE, cache_dir=cfg.cache_dir, mixture_docs=mixture_docs),
+        data=replace(preset.data, source=cfg.base.mixture, cache_dir=cfg.cache_dir, mixture_docs=cfg.extension.docs),
         recipe=recipe,
         optim=replace(preset.optim, **optim),
-        run=replace(preset.run, out_dir=str(out_dir), log_every=50, progress=cfg.progress, save_every=0, **run))
+        run=replace(preset.run, out_dir=str(out_dir), log_every=50, progress=cfg.progress, save_every=0, seed=seed,
+                    resume=False))
 
 
 SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "study-bases"
-"""Base models that the repository ships (made by `_base` with the same key), so the demo need not pretrain."""
-
-
-def base_key(cfg: StudyConfig) -> str:
-    mix = MIXTURE.split(":", 1)[1].replace("=", "").replace(",", "-").replace(".", "")
-    return (f"base-L{cfg.L0}-h{cfg.hidden_size}-l{cfg.num_layers}-s{cfg.base_steps}-b{cfg.base_batch}"
-            f"-d{cfg.base_docs}-lr{cfg.base_lr:g}-{mix}")
+"""Base models that the repository ships (made by `pretrain_base`; the directory is named by `StudyBase.key`), so the
+demo need not pretrain."""
 
 
 def _base(cfg: StudyConfig) -> Path:
     """Pretrain the base model, or reuse a cached or shipped one with the same settings; returns its directory."""
-    key = base_key(cfg)
+    key = cfg.base.key
     if (SHIPPED / key / "config.json").exists():
         return SHIPPED / key
-    out = Path(cfg.cache_dir) / "study-bases" / key
-    if (out / "final" / "config.json").exists():
-        return out / "final"
-    recipe = RecipeConfig(name="pretrain", target_len=cfg.L0)
-    optim = {"max_steps": cfg.base_steps, "micro_batch_size": cfg.base_batch, "lr": cfg.base_lr, "schedule": "cosine",
-             "warmup_steps": 50}
-    train(_train_config(cfg, out, recipe, {}, optim, {"resume": True}, cfg.base_docs))
-    return out / "final"
+    return pretrain_base(cfg.base, Path(cfg.cache_dir) / "study-bases" / key, cfg.cache_dir, cfg.progress)[1]
 
 
 def extension_config(cfg: StudyConfig, method: str, base: Path, seed: int, out: Path) -> TrainConfig:
@@ -173,11 +185,11 @@ def extension_config(cfg: StudyConfig, method: str, base: Path, seed: int, out: 
     spec = TRAINED[method]
     b = cfg.b_cue if recipe_spec(spec.recipe["name"]).uses_cues else cfg.b_tail
     recipe = RecipeConfig(a=cfg.L0 - b, b=b, target_len=cfg.target_len, **spec.recipe)
-    micro = max(1, cfg.ext_batch_tokens // recipe.physical_len)
-    optim = {"micro_batch_size": micro, "max_steps": max(1, round(cfg.ext_tokens / (micro * recipe.physical_len))),
-             "lr": spec.lr or cfg.ext_lr, "schedule": "constant", "warmup_steps": 20}
-    return _train_config(cfg, out, recipe, {"path": str(base), "tokenizer": None}, optim,
-                         {"seed": seed, "resume": False}, cfg.ext_docs)
+    ext = cfg.extension
+    micro = max(1, ext.batch_tokens // recipe.physical_len)
+    optim = {"micro_batch_size": micro, "max_steps": max(1, round(ext.tokens / (micro * recipe.physical_len))),
+             "lr": spec.lr or ext.lr, "schedule": ext.schedule, "warmup_steps": ext.warmup}
+    return _train_config(cfg, out, recipe, base, optim, seed)
 
 
 def _training_free(base: Path, method: str, cfg: StudyConfig, device: str):
@@ -234,14 +246,14 @@ def run_study(cfg: StudyConfig) -> pd.DataFrame:
     rerun with the same settings skips the runs that are complete, so an interrupted study continues where it stopped.
     """
     from endprompt.modeling import load_causal_lm
-    from endprompt.tokenizer import byte_tokenizer
+    from endprompt.tokenizer import load_tokenizer
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "study.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=2)))
-    tokenizer = byte_tokenizer()
     start = time.perf_counter()
     base = _base(cfg)
+    tokenizer = load_tokenizer(None, base)  # the base's own (byte-level for the shipped base)
     docs = _heldout_docs(tokenizer, cfg)
     rows, costs = [], []
 

@@ -1,8 +1,9 @@
 """The search for a study base that behaves like a real LLM under RoPE rescaling (issue 13): one candidate at a time.
 
-A candidate (`Candidate`) is a tiny Llama pretrained from scratch at ``L0`` with the library's own `train` (recipe
-``pretrain``) on the retrieval mixture of `endprompt.mixture`. `screen` then measures, with the library's evaluation
-suite and ``samples`` prompts per cell (compact style):
+A candidate is a `endprompt.study_base.StudyBase`: a tiny Llama pretrained from scratch at ``L0`` with the library's
+own `train` (recipe ``pretrain``) on the retrieval mixture of `endprompt.mixture` (`pretrain_base`), so a candidate
+that meets the criteria is handed to the study as its base (``StudyConfig(base=...)``). `screen` then measures, with
+the library's evaluation suite and ``samples`` prompts per cell (compact style):
 
 - the base: passkey exact match (and digit accuracy) at ``L0/2`` and ``L0``, compact niah_single_1 at ``L0``;
 - without any training, the rotary swapped to dynamic NTK (x8), PI x2, PI x8 and YaRN x8: passkey at ``L0/2`` and
@@ -27,7 +28,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +36,13 @@ import pandas as pd
 import torch
 
 from endprompt import rope as R
+from endprompt.study_base import StudyBase, pretrain_base
 
-__all__ = ["Candidate", "RESCALINGS", "CRITERIA", "rotary_turns", "spectrum", "rescaled_model", "pretrain_candidate",
-           "screen_model", "screen", "screen_saved", "criteria_met", "attempts_markdown", "append_row", "machine"]
+__all__ = ["TESTBED", "RESCALINGS", "CRITERIA", "rotary_turns", "spectrum", "rescaled_model", "screen_model", "screen",
+           "screen_saved", "criteria_met", "attempts_markdown", "append_row", "machine"]
 
-MIXTURE = "mixture:natural=0.2,passkey=0.4,niah=0.3,mqar=0.05,vt=0.05"
-"""The study's pretraining mixture (`endprompt.reproduce`)."""
+TESTBED = StudyBase(L0=1024, num_heads=2, vocab_size=2048, steps=1000, batch=8, docs=8192, mixed_precision="bf16")
+"""The search's starting point (its CLI's defaults): L0 = 1024, head_dim 64, BPE 2048, bf16 autocast."""
 
 RESCALINGS = {"dyn": ("dynamic", 8), "pi2": ("linear", 2), "pi8": ("linear", 8), "yarn8": ("yarn", 8)}
 """Training-free swaps of the rotary: column prefix -> (rope type, factor); the target is ``factor * L0``."""
@@ -50,83 +52,6 @@ BETA_FAST, BETA_SLOW = 32.0, 1.0  # YaRN's defaults (and transformers')
 CRITERIA = {"pk_L0": 90.0, "pk_half": 80.0, "niah_L0": 80.0, "dyn_pk_L0": 90.0, "yarn8_pk_half": 50.0}
 """Issue 13's base criteria as thresholds on `screen`'s columns. "YaRN x8 keeps retrieval at short lengths" is read as
 >= 50% at L0/2 (SmolLM2-135M: 3/6 under YaRN x8)."""
-
-
-@dataclass
-class Candidate:
-    """One setting of the base search.
-
-    Attributes:
-        L0: pretraining length (the base's context); head_dim = hidden_size / num_heads.
-        vocab_size: BPE vocabulary of `endprompt.bpe_tokenizer` (0 = the byte tokenizer).
-        steps, batch, lr, warmup: pretraining (cosine schedule), ``batch`` sequences of ``L0`` tokens per step.
-        docs: mixture documents of ``L0`` tokens generated for pretraining (reused over epochs).
-        mixed_precision: "no" or "bf16" autocast.
-        short_L0, short_steps: an optional first stage at the shorter length ``short_L0`` (``batch * L0 / short_L0``
-            sequences per step, the same tokens per step, its own cosine schedule and ``docs * L0 / short_L0``
-            documents), continued at ``L0`` for ``steps``, as real LLMs are pretrained short and then long. It buys
-            ``L0 / short_L0`` times more retrieval examples per token in the first stage. 0 = one stage.
-    """
-
-    L0: int = 1024
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 2
-    rope_theta: float = 10000.0
-    vocab_size: int = 2048
-    steps: int = 1000
-    batch: int = 8
-    lr: float = 2e-3
-    warmup: int = 50
-    docs: int = 8192
-    mixture: str = MIXTURE
-    mixed_precision: str = "bf16"
-    seed: int = 0
-    short_L0: int = 0
-    short_steps: int = 0
-
-    def __post_init__(self):
-        if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
-            raise ValueError(f"hidden_size={self.hidden_size} / num_heads={self.num_heads} must give an even head_dim")
-        if self.L0 < 64:
-            raise ValueError(f"L0={self.L0} is too short for the retrieval prompts; use >= 64")
-        if self.vocab_size and not 260 < self.vocab_size <= 65536:
-            raise ValueError(f"vocab_size={self.vocab_size}: use 0 (byte tokenizer) or a BPE size in 261..65536")
-        if min(self.steps, self.batch, self.docs) < 1 or self.lr <= 0:
-            raise ValueError("steps, batch, docs must be >= 1 and lr > 0")
-        if self.mixed_precision not in ("no", "bf16"):
-            raise ValueError(f"mixed_precision={self.mixed_precision!r}: use 'no' or 'bf16'")
-        if bool(self.short_L0) != bool(self.short_steps) or (self.short_L0 and (
-                self.short_L0 >= self.L0 or self.L0 % self.short_L0 or self.short_L0 < 64)):
-            raise ValueError(f"short_L0={self.short_L0}, short_steps={self.short_steps}: give both or neither, with "
-                             f"64 <= short_L0 < L0={self.L0} dividing L0")
-        from endprompt.data import parse_mixture
-
-        parse_mixture(self.mixture)
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    @property
-    def key(self) -> str:
-        mix = self.mixture.split(":", 1)[1].replace("=", "").replace(",", "-").replace(".", "")
-        tok = f"bpe{self.vocab_size}" if self.vocab_size else "byte"
-        return (f"L{self.L0}-h{self.hidden_size}-l{self.num_layers}-hd{self.head_dim}-th{self.rope_theta:g}-{tok}"
-                f"-s{self.steps}-b{self.batch}-lr{self.lr:g}-d{self.docs}-{self.mixed_precision}-seed{self.seed}-{mix}"
-                + (f"-short{self.short_L0}x{self.short_steps}" if self.short_steps else ""))
-
-    @classmethod
-    def from_overrides(cls, overrides: list[str]) -> Candidate:
-        """``["L0=2048", "rope_theta=5e5"]`` -> a Candidate (values typed from the field defaults)."""
-        types = {f.name: type(f.default) for f in fields(cls)}
-        values = {}
-        for item in overrides:
-            name, sep, raw = item.partition("=")
-            if not sep or name not in types:
-                raise ValueError(f"candidate setting {item!r} must be name=value with a name in: {', '.join(types)}")
-            values[name] = types[name](float(raw)) if types[name] is int else types[name](raw)
-        return cls(**values)
 
 
 def rotary_turns(L0: int, head_dim: int, rope_theta: float) -> np.ndarray:
@@ -159,56 +84,6 @@ def rescaled_model(base_dir: str | Path, rope_type: str, factor: float, L0: int)
     for key, value in R.transformers_config_kwargs(rope, int(factor * L0), head_dim).items():
         setattr(config, key, value)
     return AutoModelForCausalLM.from_pretrained(base_dir, config=config, dtype=torch.float32, local_files_only=True)
-
-
-def _overrides(c: Candidate, out_dir: Path, cache_dir: str | Path, tokenizer_dir: str | None) -> list[str]:
-    return [f"model.tokenizer={tokenizer_dir or 'byte'}", f"model.vocab_size={c.vocab_size or 260}",
-            f"model.hidden_size={c.hidden_size}", f"model.num_layers={c.num_layers}", f"model.num_heads={c.num_heads}",
-            f"model.rope_theta={c.rope_theta}", f"model.original_len={c.L0}", "recipe.name=pretrain",
-            f"recipe.target_len={c.L0}", f"data.source={c.mixture}", f"data.mixture_docs={c.docs}",
-            f"data.cache_dir={cache_dir}", f"optim.max_steps={c.steps}", f"optim.micro_batch_size={c.batch}",
-            f"optim.lr={c.lr}", "optim.schedule=cosine", f"optim.warmup_steps={c.warmup}",
-            f"run.mixed_precision='{c.mixed_precision}'", f"run.seed={c.seed}", f"run.out_dir={out_dir}",
-            "run.resume=true", f"run.save_every={max(1, c.steps // 8)}", "run.log_every=25"]
-
-
-def pretrain_candidate(c: Candidate, cache_dir: str | Path = "cache", progress: bool = True):
-    """Pretrain (or resume, or reuse) the candidate's base; returns `endprompt.train.TrainResult`-like facts as a dict
-    and the final model directory."""
-    import json
-
-    from endprompt.bpe_tokenizer import bpe_tokenizer
-    from endprompt.config import load_config
-    from endprompt.train import train
-
-    out = Path(cache_dir) / "testbed" / c.key
-    tokenizer_dir = None
-    if c.vocab_size:
-        bpe_tokenizer(c.vocab_size, cache_dir)
-        tokenizer_dir = str(Path(cache_dir) / "tokenizers" / f"bpe-{c.vocab_size}")
-    flags = [f"run.progress={str(progress).lower()}"]
-    if c.short_steps and not (out / "short" / "final" / "config.json").exists():
-        ratio = c.L0 // c.short_L0
-        short = replace(c, L0=c.short_L0, steps=c.short_steps, batch=c.batch * ratio, docs=c.docs * ratio,
-                        short_L0=0, short_steps=0)
-        train(load_config("tiny-cpu", overrides=_overrides(short, out / "short", cache_dir, tokenizer_dir) + flags))
-    if not (out / "final" / "config.json").exists():
-        overrides = _overrides(c, out, cache_dir, tokenizer_dir) + flags
-        if c.short_steps:  # continue from the short stage: its weights and tokenizer, the context set to L0
-            overrides += [f"model.path={out / 'short' / 'final'}", "model.tokenizer=null",
-                          f"model.config_overrides={{max_position_embeddings: {c.L0}}}"]
-        train(load_config("tiny-cpu", overrides=overrides))
-    result = json.loads((out / "train_result.json").read_text())
-    if c.short_steps:  # the whole pretraining: both stages' tokens and time; the log gets a stage field
-        first = json.loads((out / "short" / "train_result.json").read_text())
-        result = {**result, "tokens": first["tokens"] + result["tokens"],
-                  "wall_time_s": first["wall_time_s"] + result["wall_time_s"]}
-        result["tokens_per_s"] = result["tokens"] / max(result["wall_time_s"], 1e-9)
-        records = [{**json.loads(line), "stage": stage}
-                   for stage, run in (("short", out / "short"), ("long", out))
-                   for line in (run / "metrics.jsonl").read_text().splitlines()]
-        (out / "pretrain_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return result, out / "final"
 
 
 def _passkey(model, tok, lengths, samples, seed, name) -> pd.DataFrame:
@@ -261,7 +136,7 @@ def append_row(csv: str | Path, row: dict) -> pd.DataFrame:
     csv = Path(csv)
     table = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
     table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
-    first = ["key"] + [f.name for f in fields(Candidate)]  # settings first, then whatever the rows measured
+    first = ["key"] + [f.name for f in fields(StudyBase)]  # settings first, then whatever the rows measured
     table = table[[c for c in first if c in table] + [c for c in table if c not in first]]
     csv.parent.mkdir(parents=True, exist_ok=True)
     tmp = csv.with_suffix(".csv.tmp")
@@ -299,7 +174,7 @@ def _record(out: Path, key: str, settings: dict, final: Path, table: pd.DataFram
     return row
 
 
-def screen(c: Candidate, out_dir: str | Path = "results/testbed", cache_dir: str | Path = "cache", samples: int = 24,
+def screen(c: StudyBase, out_dir: str | Path = "results/testbed", cache_dir: str | Path = "cache", samples: int = 24,
            note: str = "", progress: bool = True) -> dict:
     """Pretrain and screen one candidate; appends its row to ``<out_dir>/attempts.csv`` (skipped when the key is
     there already) and returns the row."""
@@ -308,7 +183,7 @@ def screen(c: Candidate, out_dir: str | Path = "results/testbed", cache_dir: str
     if done is not None:
         return done
     load0 = os.getloadavg()[0]
-    result, final = pretrain_candidate(c, cache_dir, progress)
+    result, final = pretrain_base(c, Path(cache_dir) / "testbed" / c.key, cache_dir, progress)
     start = time.perf_counter()
     table = screen_model(final, c.L0, samples)
     facts = {"train_tokens": result["tokens"], "final_loss": round(result["losses"][-1], 4),

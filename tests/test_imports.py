@@ -61,6 +61,8 @@ def test_the_import_graph_is_acyclic():
     # the shared task generators stand below both of their users, so neither reaches into the other
     ("endprompt.tasks", {"endprompt.evaluate", "endprompt.mixture", "endprompt.train", "endprompt.modeling"}),
     ("endprompt.mixture", {"endprompt.evaluate"}),
+    # a base model is pretrained, never evaluated or studied: the study and the base search both build on it
+    ("endprompt.study_base", {"endprompt.evaluate", "endprompt.reproduce", "endprompt.testbed", "endprompt.plotting"}),
 ])
 def test_layers(module, forbidden):
     below = reaches(import_graph(), module)

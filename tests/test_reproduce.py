@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from endprompt import plotting, study_tables
-from endprompt.reproduce import PRESETS, TRAINED, StudyConfig, base_scores, extension_config, run_study
+from endprompt.reproduce import PRESETS, TRAINED, Extension, StudyConfig, base_scores, extension_config, run_study
 
 
 def test_smoke_study_end_to_end(tmp_path, study_workdir):
@@ -46,6 +46,19 @@ def test_smoke_study_end_to_end(tmp_path, study_workdir):
 def test_bad_study_config():
     with pytest.raises(ValueError, match="unknown methods \\['yarn2'\\]"):
         StudyConfig(methods=("yarn2",))
+    with pytest.raises(ValueError, match="schedule='cosin'"):
+        Extension(schedule="cosin")
+    with pytest.raises(ValueError, match="factor must be >= 2"):
+        Extension(factor=1)
+
+
+def test_extension_settings_reach_every_arm(tmp_path):
+    cfg = replace(PRESETS["study"], extension=Extension(factor=4, lr=1e-4, schedule="cosine", warmup=7, docs=99))
+    for method in TRAINED:
+        optim = extension_config(cfg, method, tmp_path, 0, tmp_path).optim
+        assert (optim.schedule, optim.warmup_steps) == ("cosine", 7) and optim.lr == (TRAINED[method].lr or 1e-4)
+    one = extension_config(cfg, "endprompt", tmp_path, 0, tmp_path)
+    assert one.recipe.target_len == 4 * cfg.L0 == cfg.target_len and one.data.mixture_docs == 99
 
 
 def test_every_trained_arm_is_a_typed_config_with_a_matched_budget(tmp_path):
@@ -59,7 +72,8 @@ def test_every_trained_arm_is_a_typed_config_with_a_matched_budget(tmp_path):
         assert r.physical_len == (cfg.target_len if method in ("full", "longlora") else cfg.L0)
         assert r.b == (cfg.b_cue if r.spec.uses_cues else cfg.b_tail)
         tokens[method] = train_cfg.optim.max_steps * train_cfg.optim.micro_batch_size * r.physical_len
-    assert max(tokens.values()) <= 1.01 * min(tokens.values()) and abs(tokens["endprompt"] - cfg.ext_tokens) < 4096
+    budget = cfg.extension.tokens
+    assert max(tokens.values()) <= 1.01 * min(tokens.values()) and abs(tokens["endprompt"] - budget) < 4096
     one = extension_config(cfg, "endprompt-end", tmp_path, 0, tmp_path)
     assert one.recipe.cues == ("End.",) and one.recipe.name == "endprompt"
     assert extension_config(cfg, "longlora", tmp_path, 0, tmp_path).optim.lr == 2e-3

@@ -9,9 +9,9 @@ import torch
 
 from endprompt import rope as R
 from endprompt.modeling import build_tiny_llama
+from endprompt.study_base import StudyBase
 from endprompt.testbed import (
     CRITERIA,
-    Candidate,
     append_row,
     attempts_markdown,
     criteria_met,
@@ -33,18 +33,6 @@ def test_spectrum_matches_the_issue_reference_points():
     assert spectrum(8192, 128, 5e5)["fast_pairs"] in (18, 19)
     j = np.arange(16)
     np.testing.assert_allclose(rotary_turns(1024, 32, 1e4), 1024 * 1e4 ** (-2 * j / 32) / (2 * math.pi))
-
-
-def test_candidate_validation_and_overrides():
-    c = Candidate.from_overrides(["L0=2048", "rope_theta=5e5", "num_heads=2", "steps=10"])
-    assert (c.L0, c.rope_theta, c.head_dim, c.steps) == (2048, 5e5, 64, 10)
-    assert c.key != Candidate().key and "th500000" in c.key and "hd64" in c.key
-    with pytest.raises(ValueError, match="name=value"):
-        Candidate.from_overrides(["depth=4"])
-    with pytest.raises(ValueError, match="even head_dim"):
-        Candidate(hidden_size=96, num_heads=32)
-    with pytest.raises(ValueError, match="vocab_size"):
-        Candidate(vocab_size=100)
 
 
 @pytest.fixture
@@ -86,7 +74,7 @@ def test_criteria_and_append_row(tmp_path):
 
 
 def test_screen_one_candidate_end_to_end_and_resume(tmp_path):
-    c = Candidate(L0=256, hidden_size=32, num_layers=1, num_heads=2, vocab_size=0, steps=2, batch=2, warmup=1,
+    c = StudyBase(L0=256, hidden_size=32, num_layers=1, num_heads=2, vocab_size=0, steps=2, batch=2, warmup=1,
                   docs=4, mixture="mixture:passkey=1", mixed_precision="no")
     row = screen(c, tmp_path / "out", tmp_path / "cache", samples=2, note="smoke", progress=False)
     table = pd.read_csv(tmp_path / "out" / "attempts.csv")
@@ -105,16 +93,3 @@ def test_screen_one_candidate_end_to_end_and_resume(tmp_path):
     assert saved["num_layers"] == 1 and saved["head_dim"] == 16 and 0 <= saved["yarn8_pk_half"] <= 100
     markdown = attempts_markdown(pd.read_csv(tmp_path / "out" / "attempts.csv"))
     assert markdown.count("\n") == 3 and markdown.splitlines()[-1].startswith("| 2 | 256 | 1 x 32, 16 | 10000 | byte")
-
-
-def test_two_stage_pretraining_short_then_long(tmp_path):
-    c = Candidate(L0=256, hidden_size=32, num_layers=1, num_heads=2, vocab_size=0, steps=1, batch=2, warmup=1,
-                  docs=4, mixture="mixture:passkey=1", mixed_precision="no", short_L0=128, short_steps=2)
-    with pytest.raises(ValueError, match="short_L0"):
-        Candidate(short_L0=128)
-    row = screen(c, tmp_path / "out", tmp_path / "cache", samples=1, progress=False)
-    assert row["train_tokens"] == 2 * (2 * 2) * 128 + 1 * 2 * 256  # the short stage: twice the sequences, half as long
-    log = pd.read_json(tmp_path / "out" / "logs" / f"{c.key}.jsonl", lines=True)
-    assert list(log["stage"]) == ["short", "long"]  # each stage logs its last step
-    config = pd.read_json(tmp_path / "cache" / "testbed" / c.key / "final" / "config.json", typ="series")
-    assert config["max_position_embeddings"] == 256

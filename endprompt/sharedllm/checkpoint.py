@@ -11,6 +11,7 @@ Layout of ``<dir>``:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -53,6 +54,6 @@ def load_sharedllm(path: str | Path, dtype: torch.dtype | str = "auto", attn_imp
     config = SharedLLMConfig(**{**meta["config"], "init": "none"})
     model = SharedLLM(base, config)
     model.cross.load_state_dict(load_file(str(root / "cross_attention.safetensors")))
-    model.sharedllm_config.init = meta["config"]["init"]
+    model.sharedllm_config = dataclasses.replace(model.sharedllm_config, init=meta["config"]["init"])
     model.eval()
     return model.to(device) if device is not None else model

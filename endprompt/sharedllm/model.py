@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -43,14 +43,14 @@ MARKER = "sharedllm.json"  # the file that marks a saved SharedLLM directory (se
 FORMAT = 1
 
 
-@dataclass
-class SharedLLMConfig:
-    """SharedLLM's own settings (the base model keeps its transformers config).
+@dataclass(frozen=True)
+class SharedLLMConfig(TreeSpec):
+    """SharedLLM's own settings (the base model keeps its transformers config): the context tree's fields
+    (``chunk_size``, ``height``, ``beta``, ``split_noise``: `TreeSpec`, validated there) and these.
 
     Attributes:
         num_injected_layers: M, the compressor's depth and the number of injected layers; None = N / 8 rounded, at
             least 1 (the paper: M = 4 of Llama-2-7B's 32 layers).
-        chunk_size, height, beta, split_noise: the context tree (`TreeSpec`).
         local_window: the upper model's self-attention span; None = 4 chunks. Must fit the base's positions.
         selection: how `generate` walks each tree: "query" (cosine to the prompt's last token) or "right".
         lm_selection: the same for `forward`: "right" (the paper's language modelling; strictly causal) or "query"
@@ -63,10 +63,6 @@ class SharedLLMConfig:
     """
 
     num_injected_layers: int | None = None
-    chunk_size: int = 1024
-    height: int = 3
-    beta: float = 8.0
-    split_noise: float = 0.1
     local_window: int | None = None
     selection: str = "query"
     lm_selection: str = "right"
@@ -74,7 +70,7 @@ class SharedLLMConfig:
     kl_coef: float = 0.0
 
     def __post_init__(self):
-        TreeSpec(self.chunk_size, self.height, self.beta, self.split_noise)  # validates the tree's fields
+        super().__post_init__()  # the tree's fields
         if self.selection not in SELECTIONS or self.lm_selection not in SELECTIONS:
             raise ValueError(f"selection={self.selection!r}, lm_selection={self.lm_selection!r}: each must be one of "
                              f"{SELECTIONS}")
@@ -116,7 +112,7 @@ class SharedLLM(nn.Module):
         if config.window > base.config.max_position_embeddings:
             raise ValueError(f"local_window={config.window} exceeds the base's max_position_embeddings="
                              f"{base.config.max_position_embeddings}; lower local_window (or chunk_size)")
-        config.num_injected_layers = M
+        config = replace(config, num_injected_layers=M)
         self.base = base
         self.sharedllm_config = config
         rotary = base.model.rotary_emb

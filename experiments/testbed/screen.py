@@ -16,14 +16,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from endprompt.testbed import Candidate, attempts_markdown, screen, screen_saved, spectrum
+from endprompt.study_base import StudyBase
+from endprompt.testbed import TESTBED, attempts_markdown, screen, screen_saved, spectrum
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("settings", nargs="*", help="Candidate fields as name=value (L0, hidden_size, num_layers, "
-                        "num_heads, rope_theta, vocab_size, steps, batch, lr, warmup, docs, mixture, "
-                        "mixed_precision, seed)")
+    parser.add_argument("settings", nargs="*", help="StudyBase fields as name=value, from endprompt.testbed.TESTBED "
+                        "(L0, hidden_size, num_layers, num_heads, rope_theta, vocab_size, steps, batch, lr, warmup, "
+                        "docs, mixture, mixed_precision, seed, short_L0, short_steps)")
     parser.add_argument("--out", default="results/testbed")
     parser.add_argument("--cache", default="cache")
     parser.add_argument("--samples", type=int, default=24, help="prompts per cell (issue 13: >= 24)")
@@ -42,7 +43,7 @@ def main(argv=None):
             parser.error("--saved needs L0=<the base's pretraining length>")
         print(json.dumps(screen_saved(args.saved, int(L0), args.out, args.samples, args.note), indent=1, default=str))
         return
-    c = Candidate.from_overrides(args.settings)
+    c = StudyBase.from_overrides(args.settings, TESTBED)
     print(c.key, json.dumps(spectrum(c.L0, c.head_dim, c.rope_theta)), flush=True)
     if args.dry_run:
         return
