@@ -13,12 +13,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from endprompt.study_tables import AUX_METRICS, ok_rows
 
-__all__ = ["set_style", "figures_dir", "save", "plot_bandwidth", "plot_score_curves", "plot_ratio_distributions",
-           "plot_coverage", "plot_identifiability", "plot_score_by_length", "plot_needle_heatmap", "plot_perplexity",
-           "plot_task_bars", "study_figures"]
+__all__ = ["set_style", "figures_dir", "save", "label_lengths", "mark_lengths", "plain_log_axis", "label_points",
+           "plot_bandwidth", "plot_score_curves", "plot_ratio_distributions", "plot_coverage", "plot_identifiability",
+           "plot_score_by_length", "plot_needle_heatmap", "plot_perplexity", "plot_task_bars", "study_figures"]
 
 PALETTE = "colorblind"
 
@@ -42,6 +43,62 @@ def save(fig: plt.Figure, name: str, out_dir: str | Path | None = None, dpi: int
     path = out / f"{name}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+def label_lengths(ax, lengths, axis: str = "x") -> None:
+    """Ticks of a log length axis at the evaluated ``lengths`` only, labelled as integers (a log axis otherwise adds
+    minor labels such as "2x10^2" and "3x10^2" beside "256", which overlap)."""
+    ticks = sorted({int(x) for x in lengths})
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_minor_locator(NullLocator())
+    target.set_minor_formatter(NullFormatter())
+    (ax.set_xticks if axis == "x" else ax.set_yticks)(ticks, [str(x) for x in ticks])
+
+
+def mark_lengths(ax, marks: list[tuple[int, str]]) -> None:
+    """Dotted vertical lines at named lengths (the training length, the target), labelled inside the plot's top edge
+    (clear of the title)."""
+    for x, label in marks:
+        if x:
+            ax.axvline(x, color="0.5", ls=":", lw=1)
+            ax.text(x, 0.985, label, transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=8,
+                    color="0.3", bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1})
+
+
+def plain_log_axis(ax, axis: str = "y") -> None:
+    """A log axis labelled in plain numbers at 1, 2 and 5 times the powers of ten (not "10^1" alone)."""
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
+
+
+def label_points(ax, xs, ys, labels, fontsize: int = 7) -> None:
+    """Label scatter points without overlaps: each label starts right of its point and moves up or down, in display
+    space, to the nearest free place (greedy, in order of y); a thin line joins a moved label to its point."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    order = np.argsort(np.asarray(ys, dtype=float), kind="stable")
+    for i in order:
+        x, y, label = xs[i], ys[i], labels[i]
+        px, py = ax.transData.transform((x, y))
+        text = ax.annotate(label, (x, y), xytext=(5, 0), textcoords="offset points", fontsize=fontsize,
+                           va="center")
+        box = text.get_window_extent(renderer)
+        step = box.height * 1.05
+        for k in range(200):  # 0, +1, -1, +2, -2, ... label heights away from the point
+            shift = ((k + 1) // 2) * step * (1 if k % 2 else -1) if k else 0.0
+            moved = box.translated(0, shift)
+            if not any(moved.overlaps(other) for other in placed):
+                break
+        placed.append(moved)
+        if shift:
+            dy = shift * 72.0 / fig.dpi
+            text.remove()
+            ax.annotate(label, (x, y), xytext=(5, dy), textcoords="offset points", fontsize=fontsize, va="center",
+                        arrowprops={"arrowstyle": "-", "color": "0.35", "lw": 0.6})
 
 
 def plot_bandwidth(table: pd.DataFrame) -> plt.Figure:
@@ -136,12 +193,9 @@ def plot_score_by_length(table: pd.DataFrame, hue: str = "model", train_len: int
     fig, ax = plt.subplots(figsize=(7, 4))
     sns.lineplot(data=data, x="length", y="score", hue=hue, style=hue, markers=True, dashes=False, errorbar=None,
                  ax=ax)
-    for x, label in ((train_len, "training length"), (target_len, "target length")):
-        if x:
-            ax.axvline(x, color="0.5", ls=":", lw=1)
-            ax.text(x, 101, label, ha="center", va="bottom", fontsize=8, color="0.4")
     ax.set(xscale="log", ylim=(-2, 105), xlabel="context length (tokens)", ylabel="mean score over tasks")
-    ax.set_xticks(sorted(data["length"].unique()), [str(x) for x in sorted(data["length"].unique())])
+    label_lengths(ax, data["length"].unique())
+    mark_lengths(ax, [(train_len, "training length"), (target_len, "target length")])
     ax.legend(fontsize=8)
     return fig
 
@@ -171,6 +225,8 @@ def plot_perplexity(table: pd.DataFrame, hue: str = "model") -> plt.Figure:
                     aspect=1.2, facet_kws={"sharey": False})
     for ax in g.axes.flat:
         ax.set(xscale="log", yscale="log", xlabel="context length (tokens)", ylabel="perplexity")
+        label_lengths(ax, data["length"].unique())
+        plain_log_axis(ax)
     g.set_titles("{col_name}")
     return g.figure
 
@@ -196,18 +252,15 @@ def _by_length(data: pd.DataFrame, L0: int, target_len: int, ylabel: str, percen
     fig, ax = plt.subplots(figsize=(8, 4.5))
     sns.lineplot(data=data, x="length", y="score", hue="method", style="method", markers=True, dashes=False,
                  errorbar=("ci", 95), ax=ax)
-    for x, label in ((L0, "L0 (training)"), (target_len, "8 L0 (target)")):
-        ax.axvline(x, color="0.5", ls=":", lw=1)
-        if percent:
-            ax.text(x, 102, label, ha="center", fontsize=8, color="0.4")
     ax.set(xscale="log", xlabel="context length (tokens)", ylabel=ylabel)
     if percent:
         ax.set(ylim=(-2, 106))
     else:
         ax.set(yscale="log")
-    lengths = sorted(data["length"].unique())
-    ax.set_xticks(lengths, [str(x) for x in lengths])
-    ax.legend(fontsize=7, ncol=2)
+        plain_log_axis(ax)
+    label_lengths(ax, data["length"].unique())
+    mark_lengths(ax, [(L0, "L0 (training)"), (target_len, f"{target_len // L0} L0 (target)")])
+    ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig, ax
 
 
@@ -225,7 +278,8 @@ def study_figures(tables: dict[str, pd.DataFrame], L0: int, target_len: int, out
         digits = tables["digits"]
         fig, ax = _by_length(digits, L0, target_len, "passkey digit accuracy (%)")
         ax.axhline(10, color="0.6", ls="--", lw=1)
-        ax.text(digits["length"].min(), 11, "chance", fontsize=8, color="0.4")
+        ax.text(0.995, 10, "chance (10%)", transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=8,
+                color="0.3", bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1})
         paths.append(save(fig, f"{prefix}_passkey_digits_by_length", out_dir))
 
     if "tasks_at_target" in tables:
@@ -239,11 +293,11 @@ def study_figures(tables: dict[str, pd.DataFrame], L0: int, target_len: int, out
         cost = tables["cost"]
         fig, ax = plt.subplots(figsize=(6.5, 4))
         sns.scatterplot(data=cost, x="wall_time_s", y="score", hue="method", s=80, ax=ax, legend=False)
-        for _, r in cost.iterrows():
-            ax.annotate(r["method"], (r["wall_time_s"], r["score"]), fontsize=7, xytext=(4, 3),
-                        textcoords="offset points")
         ax.set(xlabel="training wall time (s, matched token budget)",
                ylabel=f"{cost['label'].iloc[0]} at {target_len}", title="Cost vs score")
+        ax.margins(x=0.25, y=0.12)
+        ax.set_xlim(left=-0.05 * max(cost["wall_time_s"].max(), 1.0))  # room for the labels, no negative times
+        label_points(ax, cost["wall_time_s"].to_numpy(), cost["score"].to_numpy(), cost["method"].tolist())
         paths.append(save(fig, f"{prefix}_cost_vs_score", out_dir))
 
     if "perplexity" in tables:

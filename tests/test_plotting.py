@@ -112,3 +112,27 @@ def test_plotting_only_draws():
             "print(sorted(m for m in sys.modules if m.startswith('endprompt')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "endprompt.train" not in loaded and "endprompt.reproduce" not in loaded
+
+
+def test_length_axes_show_the_evaluated_lengths_only_and_cost_labels_do_not_overlap(tmp_path):
+    # issue 13: log-x axes showed "2x10^2 256 3x10^2" overlapping; cost labels overlapped when methods cost alike
+    results = study_results()
+    figs = plotting.study_figures(figure_tables(results, 1024), 256, 1024, tmp_path, prefix="t")
+    assert len(figs) >= 5
+    fig, ax = plotting._by_length(figure_tables(results, 1024)["scores"], 256, 1024, "score")
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+    assert labels == ["256", "512", "1024"] and not [t for t in ax.get_xticklabels(minor=True) if t.get_text()]
+    assert {t.get_text() for t in ax.texts} >= {"L0 (training)", "4 L0 (target)"}
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    xs, ys = np.array([100.0, 101, 102, 300]), np.array([8.0, 8.05, 8.1, 2])
+    ax.scatter(xs, ys)
+    plotting.label_points(ax, xs, ys, ["endprompt", "endprompt-random", "full", "pi"])
+    fig.canvas.draw()
+    from matplotlib.text import Text
+
+    boxes = [Text.get_window_extent(t) for t in ax.texts]  # the words themselves, not an annotation's leader line
+    assert len(boxes) == 4
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
