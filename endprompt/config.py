@@ -17,7 +17,7 @@ import yaml
 
 from endprompt import rope as R
 from endprompt.batching import Recipe
-from endprompt.data import parse_mixture
+from endprompt.data import check_doc_len_range, parse_mixture
 from endprompt.sharedllm.model import SharedLLMConfig
 
 __all__ = ["ModelConfig", "RopeConfig", "DataConfig", "RecipeConfig", "OptimConfig", "RunConfig", "TrainConfig",
@@ -112,7 +112,7 @@ class DataConfig:
     Attributes:
         source: "builtin" (the Python standard library's sources, present on every machine: see `endprompt.data`),
             a comma-separated list of local files/directories (.txt, .jsonl, .parquet), or a synthetic-retrieval
-            mixture "mixture:natural=0.5,passkey=0.3,..." (`endprompt.mixture`, fixed-length documents).
+            mixture "mixture:natural=0.5,passkey=0.3,..." (`endprompt.mixture`).
         text_field: the text column of JSONL/parquet records.
         concat: concatenate documents (EOS-separated) and cut them into samples of the recipe's document length, as the
             authors' pre-tokenised 8K chunks; False samples whole documents (the "shrink" rule handles short ones).
@@ -121,7 +121,11 @@ class DataConfig:
         mixture_docs: documents generated for a mixture source.
         doc_len: mixture document length; None = the document tokens of one full-size sample
             (`endprompt.batching.full_doc_len`: the body ``a`` for the cue recipes, else the physical length), so every
-            sample is one whole document.
+            sample is one whole document. Used when ``doc_len_range`` is None.
+        doc_len_range: ``(min_len, max_len)``: one shared mixture of documents of varying length for every recipe
+            (`endprompt.mixture.build_shared_mixture`: log-uniform lengths, EOS-separated), cut into samples as natural
+            text is (``concat``); the same seed gives every method token-identical documents. None = the fixed-length
+            mixture at ``doc_len`` or the recipe's own length, one whole document per sample (the committed study).
     """
 
     source: str = "builtin"
@@ -131,10 +135,23 @@ class DataConfig:
     cache_dir: str = "cache"
     mixture_docs: int = 4096
     doc_len: int | None = None
+    doc_len_range: tuple[int, int] | None = None
 
     def __post_init__(self):
         if self.source.startswith("mixture:"):
             parse_mixture(self.source)
+        if self.doc_len is not None and self.doc_len < 1:
+            raise ValueError(f"data.doc_len must be >= 1 (or null: the recipe's own length), got {self.doc_len}")
+        if self.doc_len_range is None:
+            return
+        self.doc_len_range = check_doc_len_range(self.doc_len_range)
+        if not self.source.startswith("mixture:"):
+            raise ValueError(f"data.doc_len_range={list(self.doc_len_range)} sets the length of generated mixture "
+                             f"documents, but data.source={self.source!r} is not a mixture; set "
+                             "data.doc_len_range=null or a source like 'mixture:natural=0.5,passkey=0.5'")
+        if self.doc_len is not None:
+            raise ValueError(f"data.doc_len={self.doc_len} and data.doc_len_range={list(self.doc_len_range)} both set "
+                             "the mixture's document length; keep one (set the other to null)")
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ from endprompt import positions as P
 from endprompt.batching import sample_len  # re-exported: the recipe registry knows each recipe's length
 from endprompt.tokenizer import encode_bytes, is_byte_tokenizer
 
-__all__ = ["BUILTIN", "MIXTURE_KINDS", "parse_mixture", "builtin_files", "source_files", "iter_documents",
-           "TokenizedCorpus", "tokenize_corpus", "sample_len", "SampleSource", "EpochSampler"]
+__all__ = ["BUILTIN", "MIXTURE_KINDS", "parse_mixture", "check_doc_len_range", "builtin_files", "source_files",
+           "iter_documents", "TokenizedCorpus", "tokenize_corpus", "sample_len", "SampleSource", "EpochSampler"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,22 @@ def parse_mixture(spec: str) -> dict[str, float]:
     if total <= 0 or min(weights.values()) < 0:
         raise ValueError(f"mixture weights must be >= 0 and not all 0, got {weights}")
     return {k: v / total for k, v in weights.items()}
+
+
+def check_doc_len_range(value, name: str = "data.doc_len_range") -> tuple[int, int]:
+    """``(min_len, max_len)`` of a shared mixture's documents (`endprompt.mixture.build_shared_mixture`), checked:
+    two integers with ``1 <= min_len <= max_len``."""
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be two token counts (min_len, max_len), e.g. [64, 2048], "
+                         f"got {value!r}") from None
+    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in (lo, hi)):
+        raise ValueError(f"{name} must hold integers (min_len, max_len), e.g. [64, 2048], got {value!r}")
+    if not 1 <= lo <= hi:
+        raise ValueError(f"{name}={[lo, hi]} needs 1 <= min_len <= max_len; give e.g. [{max(1, min(lo, hi))}, "
+                         f"{max(lo, hi, 1)}] (the study: [L0 // 4, 8 * L0])")
+    return int(lo), int(hi)
 
 
 def builtin_files() -> list[Path]:

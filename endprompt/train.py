@@ -271,6 +271,13 @@ class _Trainer:
 
     def _sample_source(self) -> data.SampleSource:
         cfg, progress = self.cfg, self.cfg.run.progress and self.is_main
+        if cfg.data.source.startswith("mixture:") and cfg.data.doc_len_range is not None:
+            from endprompt.mixture import build_shared_mixture
+
+            # one corpus for every recipe of this seed, cut as natural text is (DataConfig.doc_len_range)
+            corpus = build_shared_mixture(cfg.data.source, self.tokenizer, cfg.data.doc_len_range,
+                                          cfg.data.mixture_docs, cfg.run.seed, cfg.data.cache_dir, progress=progress)
+            return data.SampleSource(corpus, data.sample_len(self.recipe), cfg.data.concat)
         if cfg.data.source.startswith("mixture:"):
             from endprompt.mixture import build_mixture
 

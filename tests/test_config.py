@@ -49,10 +49,24 @@ def test_yaml_round_trip(tmp_path):
     (["lr=1"], "must look like section.field=value"),
     (["run.strategy=horovod"], "run.strategy='horovod' is not valid"),
     (["recipe.name=pretrain"], "recipe 'pretrain' trains at the model's own length"),
+    (["data.source=mixture:passkey=1", "data.doc_len_range=[2048, 64]"],
+     r"data.doc_len_range=\[2048, 64\] needs 1 <= min_len <= max_len; give e.g. \[64, 2048\]"),
+    (["data.source=mixture:passkey=1", "data.doc_len_range=[0, 64]"], r"give e.g. \[1, 64\]"),
+    (["data.source=mixture:passkey=1", "data.doc_len_range=64"], "must be two token counts .* got \\(64,\\)"),
+    (["data.doc_len_range=[64, 2048]"], "data.source='builtin' is not a mixture; set data.doc_len_range=null"),
+    (["data.source=mixture:passkey=1", "data.doc_len_range=[64, 2048]", "data.doc_len=256"],
+     "data.doc_len=256 and data.doc_len_range=\\[64, 2048\\] both set"),
 ])
 def test_bad_configs_name_the_value_and_the_fix(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_config("tiny-cpu", overrides=overrides)
+
+
+def test_a_shared_mixture_range_is_typed():
+    cfg = load_config("tiny-cpu", overrides=["data.source=mixture:natural=1,passkey=1",
+                                             "data.doc_len_range=[64, 2048]"])
+    assert cfg.data.doc_len_range == (64, 2048) and cfg.data.concat  # cut as natural text is
+    assert load_config("tiny-cpu").data.doc_len_range is None  # default: the fixed-length mixture, unchanged
 
 
 def test_unknown_preset_lists_the_valid_ones():

@@ -193,3 +193,21 @@ def test_train_result_carries_the_corpus_s_skipped_lines(tmp_path, cache_dir):
         result = train(config(tmp_path / run, cache_dir, f"data.source={docs}", "recipe.name=endprompt"))
         saved = json.loads((tmp_path / run / "train_result.json").read_text())
         assert saved["data_stats"]["corpus"] == {"documents": 8, "corrupt_lines": 1} == result.data_stats["corpus"]
+
+
+def test_every_recipe_of_a_seed_cuts_the_same_shared_mixture(tmp_path, cache_dir):
+    from endprompt.train import _Trainer
+
+    mix = ["data.source=mixture:natural=0.2,passkey=0.4,niah=0.3,mqar=0.05,vt=0.05", "data.doc_len_range=[64, 512]",
+           "data.mixture_docs=40", "recipe.target_len=512"]
+    sources = {name: _Trainer(config(tmp_path / name, cache_dir, f"recipe.name={name}", *mix)).source
+               for name in ("endprompt", "full")}
+    ep, full = sources["endprompt"], sources["full"]
+    np.testing.assert_array_equal(ep.corpus.tokens, full.corpus.tokens)  # the same documents, token for token
+    assert ep.concat and full.concat and (ep.length, full.length) == (204, 512)  # cut as natural text is
+    assert len(ep) == ep.corpus.num_tokens // 204 and len(full) == full.corpus.num_tokens // 512
+    fixed = _Trainer(config(tmp_path / "fixed", cache_dir, *mix[:1], "data.mixture_docs=40", "recipe.target_len=512",
+                            "recipe.name=full")).source  # without a range: today's documents of the recipe's length
+    assert not fixed.concat and {len(fixed[i]) for i in range(len(fixed))} == {512}
+    result = train(config(tmp_path / "run", cache_dir, "recipe.name=endprompt", *mix))
+    assert result.status == "completed" and all(np.isfinite(result.losses))
