@@ -104,6 +104,9 @@ class StudyConfig:
             cue recipes is ``L0 - b_cue`` so that a sample never exceeds ``L0``.
         b_tail: terminal tokens of the own-tail and random variants (the authors' 20).
         eval_samples: prompts per task and length; needle_samples per grid cell.
+        curve: the fractions of the budget at which every trained arm is evaluated (learning curves). The arm trains
+            once, continued from point to point (equal to one run for the constant schedule, which curves require);
+            every point's rows go to ``curves.csv``, the last point's (1.0) to ``results.csv``.
     """
 
     name: str = "demo"
@@ -120,6 +123,7 @@ class StudyConfig:
     needle_depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     needle_samples: int = 2
     tasks: tuple[str, ...] = ("niah_single_1",)
+    curve: tuple[float, ...] = (1.0,)
     progress: bool = True
 
     def __post_init__(self):
@@ -128,6 +132,14 @@ class StudyConfig:
             raise ValueError(f"unknown methods {sorted(unknown)}; methods are: {', '.join(METHODS)}")
         if self.L0 - self.b_cue < 8:
             raise ValueError(f"L0={self.L0} leaves no room for text next to a {self.b_cue}-token end prompt")
+        curve = tuple(self.curve)
+        if not curve or curve != tuple(sorted(set(curve))) or curve[0] <= 0 or curve[-1] != 1.0:
+            raise ValueError(f"curve={curve}: give increasing fractions of the budget in (0, 1] ending at 1.0, e.g. "
+                             "(0.125, 0.25, 0.5, 1.0)")
+        if len(curve) > 1 and self.extension.schedule != "constant":
+            raise ValueError(f"curve={curve} continues each run from point to point, which equals one run only for "
+                             f"the constant schedule; extension.schedule={self.extension.schedule!r}: use 'constant' "
+                             "or curve=(1.0,)")
 
     @property
     def L0(self) -> int:
@@ -164,7 +176,7 @@ def _train_config(cfg: StudyConfig, out_dir: Path, recipe: RecipeConfig, base: P
         recipe=recipe,
         optim=replace(preset.optim, **optim),
         run=replace(preset.run, out_dir=str(out_dir), log_every=50, progress=cfg.progress, save_every=0, seed=seed,
-                    resume=False))
+                    resume=True))  # a killed arm, or the next point of a learning curve, continues its run exactly
 
 
 SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "study-bases"
@@ -239,11 +251,42 @@ def _save_run(run_dir: Path, table: pd.DataFrame) -> pd.DataFrame:
     return pd.read_csv(run_dir / "eval.csv")  # the same dtypes as a resumed run's
 
 
+CURVE_COLUMNS = ("budget_fraction", "steps")
+
+
+def _trained_arm(cfg: StudyConfig, method: str, base: Path, seed: int, run_dir: Path, tokenizer, docs) -> pd.DataFrame:
+    """Train one arm and evaluate it at each point of ``cfg.curve``; every point's rows, with its training cost so
+    far and `CURVE_COLUMNS`. Each point is saved (``curve-<steps>.csv``) when it is done, and the run continues from
+    its checkpoint, so an interrupted arm resumes at its first missing point."""
+    from endprompt.modeling import load_causal_lm
+
+    tc = extension_config(cfg, method, base, seed, run_dir)
+    points = {max(1, round(f * tc.optim.max_steps)): f for f in cfg.curve}  # steps -> fraction (last wins)
+    frames = []
+    for steps, fraction in points.items():
+        file = run_dir / f"curve-{steps:06d}.csv"
+        if not file.exists():
+            result = train(replace(tc, optim=replace(tc.optim, max_steps=steps)))
+            model = load_causal_lm(result.final_dir, dtype=torch.float32)
+            cost = {"train_tokens": result.tokens, "wall_time_s": result.wall_time_s,
+                    "peak_memory_gb": result.peak_memory_bytes / 2**30, "tokens_per_s": result.tokens_per_s}
+            table = _evaluate(model, tokenizer, cfg, method, seed, docs).assign(
+                seed=seed, method=method, **cost, budget_fraction=fraction, steps=steps)
+            atomic_write(file, lambda tmp, table=table: table.to_csv(tmp, index=False))
+        frames.append(pd.read_csv(file))
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(run_dir / "final", ignore_errors=True)  # keep metrics, config and evaluations, not weights
+    curve = pd.concat(frames, ignore_index=True)
+    atomic_write(run_dir / "curve.csv", lambda tmp: curve.to_csv(tmp, index=False))
+    return curve
+
+
 def run_study(cfg: StudyConfig) -> pd.DataFrame:
     """Run the whole study; writes results.csv, costs.csv and study.json under ``cfg.out_dir``.
 
     Each (method, seed) run stores its evaluation in ``runs/<method>-seed<seed>/eval.csv`` as soon as it is done; a
     rerun with the same settings skips the runs that are complete, so an interrupted study continues where it stopped.
+    The trained arms' learning curves (``cfg.curve``) go to ``curves.csv``.
     """
     from endprompt.modeling import load_causal_lm
     from endprompt.tokenizer import load_tokenizer
@@ -255,7 +298,7 @@ def run_study(cfg: StudyConfig) -> pd.DataFrame:
     base = _base(cfg)
     tokenizer = load_tokenizer(None, base)  # the base's own (byte-level for the shipped base)
     docs = _heldout_docs(tokenizer, cfg)
-    rows, costs = [], []
+    rows, costs, curves = [], [], []
 
     base_model = None
     for seed in cfg.seeds:  # the base is one model; its evaluation varies with the seed's prompts
@@ -276,22 +319,23 @@ def run_study(cfg: StudyConfig) -> pd.DataFrame:
             if method in TRAINING_FREE:
                 model = _training_free(base, method, cfg, "cpu")
                 cost = {"train_tokens": 0, "wall_time_s": 0.0, "peak_memory_gb": 0.0, "tokens_per_s": np.nan}
+                table = _evaluate(model, tokenizer, cfg, method, seed, docs).assign(seed=seed, method=method, **cost)
             else:
-                result = train(extension_config(cfg, method, base, seed, run_dir))
-                model = load_causal_lm(result.final_dir, dtype=torch.float32)
-                cost = {"train_tokens": result.tokens, "wall_time_s": result.wall_time_s,
-                        "peak_memory_gb": result.peak_memory_bytes / 2**30, "tokens_per_s": result.tokens_per_s}
-                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-                shutil.rmtree(run_dir / "final", ignore_errors=True)  # keep metrics and config, not weights
-            table = _evaluate(model, tokenizer, cfg, method, seed, docs).assign(seed=seed, method=method, **cost)
+                curve = _trained_arm(cfg, method, base, seed, run_dir, tokenizer, docs)
+                table = curve[curve["budget_fraction"] == 1.0].drop(columns=list(CURVE_COLUMNS))
             done = _save_run(run_dir, table)
         rows.append(done)
+        if (run_dir / "curve.csv").exists():
+            curves.append(pd.read_csv(run_dir / "curve.csv"))
         costs.append({"seed": seed, "method": method,
                       **{k: done[k].iloc[0] for k in ("train_tokens", "wall_time_s", "peak_memory_gb",
                                                       "tokens_per_s")}})
     table = pd.concat(rows, ignore_index=True)
     atomic_write(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))  # a killed rewrite: the old file
     atomic_write(out / "costs.csv", lambda tmp: pd.DataFrame(costs).to_csv(tmp, index=False))
+    if curves:
+        curve_table = pd.concat(curves, ignore_index=True)
+        atomic_write(out / "curves.csv", lambda tmp: curve_table.to_csv(tmp, index=False))
     (out / "wall_time.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
     return table
 

@@ -9,6 +9,7 @@ import pytest
 
 from endprompt import plotting, study_tables
 from endprompt.reproduce import PRESETS, TRAINED, Extension, StudyConfig, base_scores, extension_config, run_study
+from tests.tolerances import SNAPSHOT_RTOL
 
 
 def test_smoke_study_end_to_end(tmp_path, study_workdir):
@@ -77,3 +78,33 @@ def test_every_trained_arm_is_a_typed_config_with_a_matched_budget(tmp_path):
     one = extension_config(cfg, "endprompt-end", tmp_path, 0, tmp_path)
     assert one.recipe.cues == ("End.",) and one.recipe.name == "endprompt"
     assert extension_config(cfg, "longlora", tmp_path, 0, tmp_path).optim.lr == 2e-3
+
+
+def test_learning_curve_points_continue_one_run(tmp_path, study_workdir):
+    # issue 13: every trained arm evaluated at points of its budget; continuing the run from point to point must give
+    # the model of one uninterrupted run (constant schedule), so the last point is the study's row
+    smoke = replace(PRESETS["smoke"], cache_dir=str(study_workdir / "cache"), methods=("endprompt",),
+                    eval_lengths=(256,))
+    curved = run_study(replace(smoke, out_dir=str(tmp_path / "curve"), curve=(0.5, 1.0)))
+    curves = pd.read_csv(tmp_path / "curve" / "curves.csv")
+    points = curves.groupby("steps")["train_tokens"].first()
+    assert list(curves["budget_fraction"].unique()) == [0.5, 1.0] and len(points) == 2
+    assert 0 < points.iloc[0] < points.iloc[1]
+    assert not (tmp_path / "curve" / "runs" / "endprompt-seed0" / "checkpoints").exists()  # weights are not kept
+    once = run_study(replace(smoke, out_dir=str(tmp_path / "once")))
+    cols = ["method", "task", "length", "metric", "score"]
+    last = curves[curves["budget_fraction"] == 1.0][cols].reset_index(drop=True)
+    pd.testing.assert_frame_equal(last, once[once["method"] == "endprompt"][cols].reset_index(drop=True),
+                                  rtol=SNAPSHOT_RTOL)
+    pd.testing.assert_frame_equal(curved[cols], once[cols])
+    # the second point trained only the new steps: its tokens are those of the one uninterrupted run
+    assert once[once["method"] == "endprompt"]["train_tokens"].iloc[0] == points.iloc[1]
+
+
+def test_bad_learning_curves_name_the_fix():
+    with pytest.raises(ValueError, match="ending at 1.0"):
+        StudyConfig(curve=(0.5, 0.25, 1.0))
+    with pytest.raises(ValueError, match="ending at 1.0"):
+        StudyConfig(curve=(0.5,))
+    with pytest.raises(ValueError, match="schedule='cosine'"):
+        StudyConfig(curve=(0.5, 1.0), extension=Extension(schedule="cosine"))
