@@ -226,6 +226,8 @@ def reproduce_command(args) -> int:
         changes["seeds"] = tuple(int(s) for s in args.seeds.split(","))
     if args.methods:
         changes["methods"] = tuple(args.methods.split(","))
+    if args.curve:
+        changes["curve"] = tuple(float(f) for f in args.curve.split(","))
     from dataclasses import replace
 
     cfg = replace(cfg, **changes)
@@ -234,6 +236,12 @@ def reproduce_command(args) -> int:
     fig_dir = None if cfg.name == "study" and not args.figures_in_out else Path(cfg.out_dir) / "figures"
     paths = plotting.study_figures(study_tables.figure_tables(table, cfg.target_len), cfg.L0, cfg.target_len, fig_dir,
                                    prefix=f"02_{cfg.name}")
+    if len(cfg.curve) > 1 and (Path(cfg.out_dir) / "curves.csv").exists():
+        import pandas as pd
+
+        curves = study_tables.curve_table(pd.read_csv(Path(cfg.out_dir) / "curves.csv"), cfg.target_len)
+        paths.append(plotting.save(plotting.plot_learning_curves(curves, cfg.target_len),
+                                   f"02_{cfg.name}_learning_curves", fig_dir))
     summary = study_tables.study_table(table, cfg.target_len)
     print(summary.to_string(index=False))
     print(f"results: {cfg.out_dir}/results.csv; figures: {', '.join(str(p) for p in paths)}")
@@ -303,6 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None, help="results directory (default: results/<preset>)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
     p.add_argument("--methods", default=None, help="comma-separated subset of the methods")
+    p.add_argument("--curve", default=None, help="learning curves: comma-separated fractions of the budget at which "
+                   "every trained arm is evaluated, ending at 1 (e.g. 0.125,0.25,0.5,1)")
     p.add_argument("--figures-in-out", action="store_true",
                    help="the study preset: write figures next to the results, not into figures/")
     args = parser.parse_args(argv)

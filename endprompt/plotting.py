@@ -19,7 +19,8 @@ from endprompt.study_tables import AUX_METRICS, ok_rows
 
 __all__ = ["set_style", "figures_dir", "save", "label_lengths", "mark_lengths", "plain_log_axis", "label_points",
            "plot_bandwidth", "plot_score_curves", "plot_ratio_distributions", "plot_coverage", "plot_identifiability",
-           "plot_score_by_length", "plot_needle_heatmap", "plot_perplexity", "plot_task_bars", "study_figures"]
+           "plot_score_by_length", "plot_needle_heatmap", "plot_perplexity", "plot_task_bars", "study_figures",
+           "plot_learning_curves"]
 
 PALETTE = "colorblind"
 
@@ -319,3 +320,29 @@ def study_figures(tables: dict[str, pd.DataFrame], L0: int, target_len: int, out
         paths.append(save(g.figure, f"{prefix}_needle", out_dir))
     plt.close("all")
     return paths
+
+
+def plot_learning_curves(curves: pd.DataFrame, target_len: int) -> plt.Figure:
+    """Learning curves at the target (`endprompt.study_tables.curve_table`): one row per measure, against physical
+    training tokens (left) and training wall time (right), one line per method with its 95% interval over seeds."""
+    set_style()
+    measures = list(dict.fromkeys(curves["measure"]))
+    fig, axes = plt.subplots(len(measures), 2, figsize=(11, 2.8 * len(measures) + 0.6), squeeze=False)
+    for row, measure in enumerate(measures):
+        data = curves[curves["measure"] == measure]
+        for col, (x, xlabel) in enumerate((("train_tokens", "physical training tokens"),
+                                           ("wall_time_s", "training wall time (s)"))):
+            ax = axes[row, col]
+            sns.lineplot(data=data, x=x, y="score", hue="method", style="method", markers=True, dashes=False,
+                         errorbar=("ci", 95), ax=ax, legend=(row == 0 and col == 1))
+            ax.set(xlabel=xlabel if row == len(measures) - 1 else "", ylabel=measure if col == 0 else "")
+            if "perplexity" in measure:
+                ax.set(yscale="log")
+                plain_log_axis(ax)
+            elif "digit" in measure:
+                ax.axhline(10, color="0.6", ls="--", lw=1)
+    if axes[0, 1].get_legend() is not None:
+        axes[0, 1].legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(f"Learning curves at the target length {target_len} (95% interval over seeds)", y=1.0)
+    fig.tight_layout()
+    return fig

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["RETRIEVAL_TASKS", "AUX_METRICS", "ok_rows", "study_scores", "passkey_digits", "ci95", "study_table",
-           "figure_tables"]
+__all__ = ["RETRIEVAL_TASKS", "AUX_METRICS", "CURVE_MEASURES", "ok_rows", "study_scores", "passkey_digits", "ci95",
+           "study_table", "figure_tables", "curve_table"]
 
 RETRIEVAL_TASKS = ("passkey", "niah_single_1", "niah_multikey_2", "vt")
 AUX_METRICS = ("k_max", "digit_accuracy")
@@ -95,3 +95,25 @@ def figure_tables(table: pd.DataFrame, target_len: int) -> dict[str, pd.DataFram
     needle = ok_rows(table[table["task"] == "needle"])
     out["needle"] = needle.groupby(["method", "depth", "length"], as_index=False)["score"].mean()
     return {name: frame for name, frame in out.items() if len(frame)}
+
+
+CURVE_MEASURES = {("passkey", "accuracy"): "passkey exact match (%)",
+                  ("passkey", "digit_accuracy"): "passkey digit accuracy (%)",
+                  ("niah_single_1", "string_match_all"): "niah_single_1 (%)",
+                  ("perplexity", "ppl_sliding"): "held-out perplexity"}
+"""The learning curves' measures: (task, metric) -> label."""
+
+
+def curve_table(curves: pd.DataFrame, length: int) -> pd.DataFrame:
+    """The learning curves at one ``length`` (the target): per method, budget point and seed, each of
+    `CURVE_MEASURES` (column ``measure``) against physical training tokens and training wall time. Each point's x is
+    the mean over seeds of that point (the seeds' token counts differ a little for the cue recipes, their wall times
+    more), so a figure draws one line per method with the 95% interval over seeds in y."""
+    data = ok_rows(curves[curves["length"] == length])
+    keys = pd.MultiIndex.from_frame(data[["task", "metric"]])
+    data = data[keys.isin(list(CURVE_MEASURES))]
+    data = data.assign(measure=[CURVE_MEASURES[(t, m)] for t, m in zip(data["task"], data["metric"])])
+    per_seed = data.groupby(["method", "budget_fraction", "seed", "measure"], as_index=False).agg(
+        score=("score", "mean"), train_tokens=("train_tokens", "first"), wall_time_s=("wall_time_s", "first"))
+    x = per_seed.groupby(["method", "budget_fraction"], as_index=False)[["train_tokens", "wall_time_s"]].mean()
+    return per_seed.drop(columns=["train_tokens", "wall_time_s"]).merge(x, on=["method", "budget_fraction"])

@@ -91,6 +91,9 @@ def test_learning_curve_points_continue_one_run(tmp_path, study_workdir):
     assert list(curves["budget_fraction"].unique()) == [0.5, 1.0] and len(points) == 2
     assert 0 < points.iloc[0] < points.iloc[1]
     assert not (tmp_path / "curve" / "runs" / "endprompt-seed0" / "checkpoints").exists()  # weights are not kept
+    drawn = study_tables.curve_table(curves, 256)
+    assert set(drawn["budget_fraction"]) == {0.5, 1.0} and "held-out perplexity" in set(drawn["measure"])
+    plotting.save(plotting.plot_learning_curves(drawn, 256), "curves", tmp_path)
     once = run_study(replace(smoke, out_dir=str(tmp_path / "once")))
     cols = ["method", "task", "length", "metric", "score"]
     last = curves[curves["budget_fraction"] == 1.0][cols].reset_index(drop=True)
