@@ -72,6 +72,11 @@ class Extension:
         tokens: physical training tokens per run, the same for every method (matched budgets).
         batch_tokens: physical tokens per optimizer step (micro-batch = ``batch_tokens // physical length``).
         docs: documents of the base's pretraining mixture generated for the run.
+        shared_documents: every method of a seed trains on one set of documents of varying length, ``L0/4`` to
+            ``factor * L0`` (`endprompt.mixture.build_shared_mixture`), each recipe cutting its samples from them as
+            from natural text, so that the methods differ only in what their recipes do (issue 13). False: the
+            mixture is built at each recipe's own document length (the committed study; full-length then sees only
+            long examples and the cue recipes only short ones).
         lr, schedule, warmup: the optimizer's schedule (a method's own ``Method.lr`` replaces ``lr``).
     """
 
@@ -82,6 +87,7 @@ class Extension:
     lr: float = 5e-4
     schedule: str = "constant"
     warmup: int = 20
+    shared_documents: bool = False
 
     def __post_init__(self):
         from endprompt.config import SCHEDULES
@@ -172,7 +178,8 @@ def _train_config(cfg: StudyConfig, out_dir: Path, recipe: RecipeConfig, base: P
     return TrainConfig(
         model=replace(preset.model, path=str(base), tokenizer=None, original_len=cfg.L0),
         rope=replace(preset.rope, rope_type="linear"),
-        data=replace(preset.data, source=cfg.base.mixture, cache_dir=cfg.cache_dir, mixture_docs=cfg.extension.docs),
+        data=replace(preset.data, source=cfg.base.mixture, cache_dir=cfg.cache_dir, mixture_docs=cfg.extension.docs,
+                     doc_len_range=(cfg.L0 // 4, cfg.target_len) if cfg.extension.shared_documents else None),
         recipe=recipe,
         optim=replace(preset.optim, **optim),
         run=replace(preset.run, out_dir=str(out_dir), log_every=50, progress=cfg.progress, save_every=0, seed=seed,

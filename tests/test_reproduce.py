@@ -60,6 +60,10 @@ def test_extension_settings_reach_every_arm(tmp_path):
         assert (optim.schedule, optim.warmup_steps) == ("cosine", 7) and optim.lr == (TRAINED[method].lr or 1e-4)
     one = extension_config(cfg, "endprompt", tmp_path, 0, tmp_path)
     assert one.recipe.target_len == 4 * cfg.L0 == cfg.target_len and one.data.mixture_docs == 99
+    assert one.data.doc_len_range is None  # the committed study: each recipe's own document length
+    shared = replace(cfg, extension=Extension(factor=4, shared_documents=True))
+    ranges = {extension_config(shared, m, tmp_path, 0, tmp_path).data.doc_len_range for m in TRAINED}
+    assert ranges == {(cfg.L0 // 4, 4 * cfg.L0)}  # one set of documents for every arm
 
 
 def test_every_trained_arm_is_a_typed_config_with_a_matched_budget(tmp_path):
