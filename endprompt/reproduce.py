@@ -4,8 +4,9 @@
    cached under ``cache_dir`` (a rerun with the same settings reuses it), and report its scores at ``L0``.
 2. Extension to ``factor * L0`` (`Extension`) with matched physical-token budgets: EndPrompt (paper variant with the
    cue set; single-cue variants compare the wording), EndPrompt own-tail, random placement, ET(PoSE), PoSE, full-length
-   fine-tuning, LongLoRA (LoRA+ and S2-Attn); and without training: PI, dynamic NTK, YaRN. All trained methods use PI
-   (linear, factor 8) as the paper does; each seed re-trains every method from the same base.
+   fine-tuning, LongLoRA (LoRA+ and S2-Attn), SharedLLM (`endprompt.sharedllm`, an architecture: trained on ``L0`` + 4
+   context chunks of ``L0 / 4``, no RoPE scaling); and without training: PI, dynamic NTK, YaRN. The other trained
+   methods use PI (linear, factor 8) as the paper does; each seed re-trains every method from the same base.
 3. Evaluation at ``L0/2 .. 16 * L0``: passkey (exact match, digit accuracy and k_max), compact niah_single_1 (the
    shipped base scores 0% on niah_multikey_2 and vt at L0, so they are left out; ``tasks`` adds them), a needle grid,
    perplexity by length on held-out text; plus each method's training cost.
@@ -32,19 +33,31 @@ from endprompt.checkpoint import atomic_write
 from endprompt.config import RecipeConfig, TrainConfig, load_config
 from endprompt.evaluate import evaluate
 from endprompt.modeling import extend_config
+from endprompt.sharedllm.model import SharedLLMConfig
 from endprompt.study_base import StudyBase, pretrain_base
 from endprompt.train import train
 
 __all__ = ["StudyConfig", "Extension", "Method", "PRESETS", "METHODS", "TRAINED", "TRAINING_FREE", "extension_config",
-           "run_study", "base_scores"]
+           "run_study", "base_scores", "load_trained"]
 
 @dataclass(frozen=True)
 class Method:
     """A trained arm of the study: the fields of its `endprompt.config.RecipeConfig` (a, b and the target come from the
-    study), and its learning rate where it is tuned apart (None = ``Extension.lr``)."""
+    study), and its learning rate where it is tuned apart (None = ``Extension.lr``).
+
+    For a recipe whose spec trains `endprompt.sharedllm` (``RecipeSpec.sharedllm``): ``sharedllm`` holds fields of
+    `endprompt.sharedllm.SharedLLMConfig`; the study sets the chunk to ``L0 / 4`` and the local window to ``L0``, and
+    trains on ``L0 + context_chunks`` chunks (no RoPE scaling: the upper model never reads a position past ``L0``)."""
 
     recipe: dict
     lr: float | None = None
+    sharedllm: dict | None = None
+    context_chunks: int = 4
+
+    @property
+    def is_sharedllm(self) -> bool:
+        """The trained model is a SharedLLM (saved by `save_sharedllm`, read back by `load_sharedllm`)."""
+        return recipe_spec(self.recipe["name"]).sharedllm
 
 
 TRAINED = {
@@ -58,6 +71,12 @@ TRAINED = {
     "full": Method({"name": "full"}),
     # a tuning choice: rank-8 adapters on the 1.1M-parameter base barely move at 5e-4
     "longlora": Method({"name": "longlora"}, lr=2e-3),
+    # SharedLLM at the miniature's scale: 64-token chunks (L0/4, the paper's 1024 at 8K), trained on L0 + 4 chunks.
+    # The paper's tree (height 3, beta 8) on a 1024-token chunk has 128-token leaves; on 64 byte tokens it would leave
+    # 8-byte leaves keeping 2 tokens each, so height 2 (16-token leaves, about a passkey sentence's digits and words)
+    # and beta 4 (16 kept tokens per chunk, alpha = 6, 3). M = 2 of 4 layers, not the paper's 1/8 (M = 1): the first
+    # layer's keys and values are projections of bare token embeddings, so with M = 1 the compressor would mix nothing.
+    "sharedllm": Method({"name": "sharedllm"}, sharedllm={"height": 2, "beta": 4.0, "num_injected_layers": 2}),
 }
 TRAINING_FREE = {"pi": "linear", "dynamic-ntk": "dynamic", "yarn": "yarn"}
 METHODS = tuple(TRAINED) + tuple(TRAINING_FREE)
@@ -171,7 +190,7 @@ PRESETS = {
 
 
 def _train_config(cfg: StudyConfig, out_dir: Path, recipe: RecipeConfig, base: Path, optim: dict,
-                  seed: int) -> TrainConfig:
+                  seed: int, **sections) -> TrainConfig:
     """An extension run of the study: the tiny-cpu preset with the base (its weights, tokenizer and context) and the
     study's data and run settings, section by section."""
     preset = load_config("tiny-cpu")
@@ -183,7 +202,8 @@ def _train_config(cfg: StudyConfig, out_dir: Path, recipe: RecipeConfig, base: P
         recipe=recipe,
         optim=replace(preset.optim, **optim),
         run=replace(preset.run, out_dir=str(out_dir), log_every=50, progress=cfg.progress, save_every=0, seed=seed,
-                    resume=True))  # a killed arm, or the next point of a learning curve, continues its run exactly
+                    resume=True),  # a killed arm, or the next point of a learning curve, continues its run exactly
+        **sections)
 
 
 SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "study-bases"
@@ -203,12 +223,25 @@ def extension_config(cfg: StudyConfig, method: str, base: Path, seed: int, out: 
     """The training configuration of one trained arm: matched physical-token budgets, PI at ``factor``."""
     spec = TRAINED[method]
     b = cfg.b_cue if recipe_spec(spec.recipe["name"]).uses_cues else cfg.b_tail
-    recipe = RecipeConfig(a=cfg.L0 - b, b=b, target_len=cfg.target_len, **spec.recipe)
+    target, sections = cfg.target_len, {}
+    if spec.is_sharedllm:
+        shared = SharedLLMConfig(**{"chunk_size": cfg.L0 // 4, "local_window": cfg.L0, **(spec.sharedllm or {})})
+        target, sections = cfg.L0 + spec.context_chunks * shared.chunk_size, {"sharedllm": shared}
+    recipe = RecipeConfig(a=cfg.L0 - b, b=b, target_len=target, **spec.recipe)
     ext = cfg.extension
     micro = max(1, ext.batch_tokens // recipe.physical_len)
     optim = {"micro_batch_size": micro, "max_steps": max(1, round(ext.tokens / (micro * recipe.physical_len))),
              "lr": spec.lr or ext.lr, "schedule": ext.schedule, "warmup_steps": ext.warmup}
-    return _train_config(cfg, out, recipe, base, optim, seed)
+    return _train_config(cfg, out, recipe, base, optim, seed, **sections)
+
+
+def load_trained(method: str, path: Path):
+    """The model a trained arm saved under ``path``: a SharedLLM (an architecture stock transformers cannot load) or
+    a causal LM."""
+    from endprompt.modeling import load_causal_lm
+    from endprompt.sharedllm import load_sharedllm
+
+    return (load_sharedllm if TRAINED[method].is_sharedllm else load_causal_lm)(path, dtype=torch.float32)
 
 
 def _training_free(base: Path, method: str, cfg: StudyConfig, device: str):
@@ -265,8 +298,6 @@ def _trained_arm(cfg: StudyConfig, method: str, base: Path, seed: int, run_dir: 
     """Train one arm and evaluate it at each point of ``cfg.curve``; every point's rows, with its training cost so
     far and `CURVE_COLUMNS`. Each point is saved (``curve-<steps>.csv``) when it is done, and the run continues from
     its checkpoint, so an interrupted arm resumes at its first missing point."""
-    from endprompt.modeling import load_causal_lm
-
     tc = extension_config(cfg, method, base, seed, run_dir)
     points = {max(1, round(f * tc.optim.max_steps)): f for f in cfg.curve}  # steps -> fraction (last wins)
     frames = []
@@ -274,7 +305,7 @@ def _trained_arm(cfg: StudyConfig, method: str, base: Path, seed: int, run_dir: 
         file = run_dir / f"curve-{steps:06d}.csv"
         if not file.exists():
             result = train(replace(tc, optim=replace(tc.optim, max_steps=steps)))
-            model = load_causal_lm(result.final_dir, dtype=torch.float32)
+            model = load_trained(method, result.final_dir)
             cost = {"train_tokens": result.tokens, "wall_time_s": result.wall_time_s,
                     "peak_memory_gb": result.peak_memory_bytes / 2**30, "tokens_per_s": result.tokens_per_s}
             table = _evaluate(model, tokenizer, cfg, method, seed, docs).assign(

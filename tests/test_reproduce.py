@@ -72,9 +72,15 @@ def test_every_trained_arm_is_a_typed_config_with_a_matched_budget(tmp_path):
     for method in TRAINED:
         train_cfg = extension_config(cfg, method, tmp_path / "base", 1, tmp_path / method)
         r = train_cfg.recipe
-        assert r.target_len == cfg.target_len and train_cfg.model.original_len == cfg.L0
+        assert train_cfg.model.original_len == cfg.L0
         assert train_cfg.model.path == str(tmp_path / "base") and train_cfg.run.seed == 1
-        assert r.physical_len == (cfg.target_len if method in ("full", "longlora") else cfg.L0)
+        if TRAINED[method].is_sharedllm:  # an architecture: L0 + 4 chunks of L0/4, its local window L0, no PI
+            s = train_cfg.sharedllm
+            assert (s.chunk_size, s.window, r.target_len) == (cfg.L0 // 4, cfg.L0, cfg.L0 + 4 * cfg.L0 // 4)
+            assert r.physical_len == r.target_len and not r.spec.extends_positions
+        else:
+            assert r.target_len == cfg.target_len
+            assert r.physical_len == (cfg.target_len if method in ("full", "longlora") else cfg.L0)
         assert r.b == (cfg.b_cue if r.spec.uses_cues else cfg.b_tail)
         tokens[method] = train_cfg.optim.max_steps * train_cfg.optim.micro_batch_size * r.physical_len
     budget = cfg.extension.tokens
@@ -115,3 +121,17 @@ def test_bad_learning_curves_name_the_fix():
         StudyConfig(curve=(0.5,))
     with pytest.raises(ValueError, match="schedule='cosine'"):
         StudyConfig(curve=(0.5, 1.0), extension=Extension(schedule="cosine"))
+
+
+def test_smoke_study_runs_sharedllm(tmp_path, study_workdir):
+    """The SharedLLM arm trains through the study, is read back with load_sharedllm and evaluated at every length."""
+    cfg = replace(PRESETS["smoke"], methods=("sharedllm",), extension=Extension(tokens=2 * 512, batch_tokens=1024, docs=32),
+                  eval_lengths=(512,), out_dir=str(tmp_path / "out"), cache_dir=str(study_workdir / "cache"))
+    table = run_study(cfg)
+    shared = table[table["method"] == "sharedllm"]
+    ok = shared[shared["status"] == "ok"]
+    assert set(ok["task"]) >= {"passkey", "niah_single_1", "needle", "perplexity"} and ok["score"].notna().all()
+    assert set(ok["length"]) == {512}  # 2 L0: the prompts have context chunks
+    assert (shared["train_tokens"] == 2 * 512).all()  # one step of two L0 + 4-chunk samples
+    ppl = ok[ok["metric"] == "ppl_truncated"]["score"]
+    assert (ppl < 260).all()  # better than uniform over the byte vocabulary: a trained model was evaluated
