@@ -125,8 +125,9 @@ def test_bad_learning_curves_name_the_fix():
 
 def test_smoke_study_runs_sharedllm(tmp_path, study_workdir):
     """The SharedLLM arm trains through the study, is read back with load_sharedllm and evaluated at every length."""
-    cfg = replace(PRESETS["smoke"], methods=("sharedllm",), extension=Extension(tokens=2 * 512, batch_tokens=1024, docs=32),
-                  eval_lengths=(512,), out_dir=str(tmp_path / "out"), cache_dir=str(study_workdir / "cache"))
+    cfg = replace(PRESETS["smoke"], methods=("sharedllm",), eval_lengths=(512,), out_dir=str(tmp_path / "out"),
+                  extension=Extension(tokens=2 * 512, batch_tokens=1024, docs=32),
+                  cache_dir=str(study_workdir / "cache"))
     table = run_study(cfg)
     shared = table[table["method"] == "sharedllm"]
     ok = shared[shared["status"] == "ok"]
