@@ -252,7 +252,7 @@ def _by_length(data: pd.DataFrame, L0: int, target_len: int, ylabel: str, percen
     linear axis, else (perplexity) on a log axis."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     sns.lineplot(data=data, x="length", y="score", hue="method", style="method", markers=True, dashes=False,
-                 errorbar=("ci", 95), ax=ax)
+                 errorbar=("ci", 95), ax=ax, **method_colors(data["method"]))
     ax.set(xscale="log", xlabel="context length (tokens)", ylabel=ylabel)
     if percent:
         ax.set(ylim=(-2, 106))
@@ -263,6 +263,15 @@ def _by_length(data: pd.DataFrame, L0: int, target_len: int, ylabel: str, percen
     mark_lengths(ax, [(L0, "L0 (training)"), (target_len, f"{target_len // L0} L0 (target)")])
     ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig, ax
+
+
+def method_colors(methods: pd.Series) -> dict:
+    """``hue_order`` and ``palette`` for a plot with one hue per method: sorted names, tab20's ten dark colours then its
+    light ones, so that a dozen methods stay apart (seaborn's default would cycle ten colours or fall back to husl)."""
+    order = sorted(pd.unique(methods))
+    tab = sns.color_palette("tab20", 20)
+    colors = tab[0::2] + tab[1::2]
+    return {"hue_order": order, "palette": {m: colors[i % 20] for i, m in enumerate(order)}}
 
 
 def study_figures(tables: dict[str, pd.DataFrame], L0: int, target_len: int, out_dir=None,
@@ -293,7 +302,8 @@ def study_figures(tables: dict[str, pd.DataFrame], L0: int, target_len: int, out
     if "cost" in tables:
         cost = tables["cost"]
         fig, ax = plt.subplots(figsize=(6.5, 4))
-        sns.scatterplot(data=cost, x="wall_time_s", y="score", hue="method", s=80, ax=ax, legend=False)
+        sns.scatterplot(data=cost, x="wall_time_s", y="score", hue="method", s=80, ax=ax, legend=False,
+                        **method_colors(cost["method"]))
         ax.set(xlabel="training wall time (s, matched token budget)",
                ylabel=f"{cost['label'].iloc[0]} at {target_len}", title="Cost vs score")
         ax.margins(x=0.25, y=0.12)

@@ -136,3 +136,12 @@ def test_length_axes_show_the_evaluated_lengths_only_and_cost_labels_do_not_over
     boxes = [Text.get_window_extent(t) for t in ax.texts]  # the words themselves, not an annotation's leader line
     assert len(boxes) == 4
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+def test_method_colors_keep_a_dozen_methods_apart():
+    methods = pd.Series([f"m{i:02d}" for i in range(14)] * 2)
+    colors = plotting.method_colors(methods)
+    assert colors["hue_order"] == sorted(set(methods))
+    assert len(set(colors["palette"].values())) == 14  # no colour shared
+    again = plotting.method_colors(methods[::-1])  # the same method keeps its colour whatever the row order
+    assert again["palette"] == colors["palette"]
