@@ -11,7 +11,8 @@ so that its peak memory is its own:
   ``max_memory_allocated`` over the allocation before the run.
 
 Each run generates exactly ``new_tokens`` tokens greedily (the passkey task's answer budget; end of sequence is
-suppressed), so that models which stop at different points cost the same work. Models alternate at each length so
+ignored), so that models which stop at different points cost the same work, and both kinds decode with the same plain
+loop (prefill with a KV cache, then one token per step; `_generate`). Models alternate at each length so
 that both see the same machine state. A directory holding a saved SharedLLM (`endprompt.sharedllm.is_sharedllm_dir`)
 loads with `load_sharedllm`, any other with `endprompt.modeling.load_causal_lm`.
 """
@@ -61,9 +62,25 @@ def passkey_ids(length: int, tokenizer, seed: int = 0):
 
 
 def _generate(model, ids, new_tokens: int):
-    # min_new_tokens: a stock model must not stop at end of sequence; SharedLLM.generate without eos_token_id never does
-    return model.generate(ids, attention_mask=ids.new_ones(ids.shape), max_new_tokens=new_tokens,
-                          min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    """Greedy decoding of exactly ``new_tokens`` tokens after ``ids`` ``(1, T)``: `SharedLLM.generate` (no end of
+    sequence given, so it never stops early), and for a stock model the same loop -- prefill with a KV cache, then one
+    token per step -- so that neither pays for a heavier decoding loop (transformers' ``generate`` adds per-token work
+    of its own: in a first run at 128 tokens, where SharedLLM runs exactly its base's layers, it took 1.9x as long)."""
+    import torch
+    from transformers import DynamicCache
+
+    from endprompt.sharedllm import SharedLLM
+
+    if isinstance(model, SharedLLM):
+        return model.generate(ids, max_new_tokens=new_tokens, do_sample=False)
+    out = model(input_ids=ids, past_key_values=DynamicCache(config=model.config), use_cache=True)
+    new = []
+    for i in range(new_tokens):
+        token = out.logits[:, -1].argmax(-1, keepdim=True)  # (1, 1)
+        new.append(token)
+        if i + 1 < new_tokens:
+            out = model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+    return torch.cat([ids, *new], dim=1)
 
 
 def measure_prompt(model, ids, new_tokens: int, repeats: int = 3) -> dict:

@@ -36,6 +36,16 @@ def test_measure_prompt_generates_the_whole_answer_for_both_kinds(saved):
         measure_prompt(model, ids, budget, repeats=0)
 
 
+def test_the_stock_models_loop_is_greedy_decoding(saved):
+    from endprompt.inference_cost import _generate
+
+    model = load_model(saved["full"])
+    ids, budget = passkey_ids(LENGTH, byte_tokenizer(), seed=1)
+    ref = model.generate(ids, attention_mask=ids.new_ones(ids.shape), max_new_tokens=budget, min_new_tokens=budget,
+                         do_sample=False, pad_token_id=0)
+    assert _generate(model, ids, budget).tolist() == ref.tolist()
+
+
 def test_inference_cost_table_side_by_side(saved):
     table = inference_cost(saved, [LENGTH], repeats=2, progress=False, isolate=False)
     assert list(table.columns) == COLUMNS and len(table) == 4
