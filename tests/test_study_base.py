@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+import yaml
 
 from endprompt.reproduce import SHIPPED
 from endprompt.study_base import StudyBase, pretrain_base
@@ -30,6 +31,7 @@ def test_key_names_every_setting_that_differs_from_the_defaults():
                                                                ("rope_theta", 1e5), ("lr", 1e-3)]}
     assert len(keys) == 5 and StudyBase().key not in keys
     assert StudyBase(short_L0=128, short_steps=5).key.endswith("-short128x5")
+    assert StudyBase(short_L0=128, short_steps=5, long_lr=5e-4).key.endswith("-short128x5-llr0.0005")
     assert StudyBase.from_overrides(["steps=7"], base=base).key == base.key.replace("-s10-", "-s7-")
 
 
@@ -42,18 +44,23 @@ def test_bad_settings_name_the_value():
         StudyBase(vocab_size=100)
     with pytest.raises(ValueError, match="short_L0=128"):
         StudyBase(short_L0=128)
+    with pytest.raises(ValueError, match="long_lr=0.001"):
+        StudyBase(long_lr=1e-3)  # no second stage to apply it to
     with pytest.raises(ValueError, match="mixed_precision='fp8'"):
         StudyBase(mixed_precision="fp8")
 
 
 def test_two_stage_pretraining_short_then_long(tmp_path):
-    base = StudyBase(**TINY, short_L0=128, short_steps=2)
+    base = StudyBase(**TINY, short_L0=128, short_steps=2, long_lr=1e-4)
     result, final = pretrain_base(base, tmp_path / "run", tmp_path / "cache", progress=False)
     assert result["tokens"] == 2 * (2 * 2) * 128 + 1 * 2 * 256  # the short stage: twice the sequences, half as long
     log = pd.read_json(tmp_path / "run" / "pretrain_metrics.jsonl", lines=True)
     assert list(log["stage"]) == ["short", "long"]  # each stage logs its last step
     config = json.loads((final / "config.json").read_text())
     assert config["max_position_embeddings"] == 256 and config["num_hidden_layers"] == 1
+    lrs = {run: yaml.safe_load((tmp_path / "run" / run / "config.yaml").read_text())["optim"]["lr"]
+           for run in ("short", ".")}
+    assert lrs == {"short": base.lr, ".": 1e-4}  # each stage at its own peak
     stamp = (final / "model.safetensors").stat().st_mtime_ns
     again, _ = pretrain_base(base, tmp_path / "run", tmp_path / "cache", progress=False)  # reused, not retrained
     assert again["tokens"] == result["tokens"] and (final / "model.safetensors").stat().st_mtime_ns == stamp
