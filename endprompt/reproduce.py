@@ -34,7 +34,7 @@ from endprompt.config import RecipeConfig, TrainConfig, load_config
 from endprompt.evaluate import evaluate
 from endprompt.modeling import extend_config
 from endprompt.sharedllm.model import SharedLLMConfig
-from endprompt.study_base import StudyBase, pretrain_base
+from endprompt.study_base import StudyBase, base_run_dir, pretrain_base
 from endprompt.train import train
 
 __all__ = ["StudyConfig", "Extension", "Method", "PRESETS", "METHODS", "TRAINED", "TRAINING_FREE", "extension_config",
@@ -213,10 +213,9 @@ demo need not pretrain."""
 
 def _base(cfg: StudyConfig) -> Path:
     """Pretrain the base model, or reuse a cached or shipped one with the same settings; returns its directory."""
-    key = cfg.base.key
-    if (SHIPPED / key / "config.json").exists():
-        return SHIPPED / key
-    return pretrain_base(cfg.base, Path(cfg.cache_dir) / "study-bases" / key, cfg.cache_dir, cfg.progress)[1]
+    if (SHIPPED / cfg.base.key / "config.json").exists():
+        return SHIPPED / cfg.base.key
+    return pretrain_base(cfg.base, base_run_dir(cfg.base, cfg.cache_dir), cfg.cache_dir, cfg.progress)[1]
 
 
 def extension_config(cfg: StudyConfig, method: str, base: Path, seed: int, out: Path) -> TrainConfig:

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-__all__ = ["StudyBase", "MIXTURE", "pretrain_base", "base_tokenizer_dir"]
+__all__ = ["StudyBase", "MIXTURE", "pretrain_base", "base_run_dir", "base_tokenizer_dir"]
 
 MIXTURE = "mixture:natural=0.2,passkey=0.4,niah=0.3,mqar=0.05,vt=0.05"
 """The studies' pretraining mixture: natural text plus synthetic retrieval (`endprompt.mixture`)."""
@@ -111,6 +111,12 @@ class StudyBase:
 
 
 _DEFAULTS = {f.name: f.default for f in fields(StudyBase)}
+
+
+def base_run_dir(base: StudyBase, cache_dir: str | Path) -> Path:
+    """Where ``base`` is pretrained under ``cache_dir``: one place for the study and the base search, so a candidate
+    the search pretrained is the study's base without pretraining it again."""
+    return Path(cache_dir) / "study-bases" / base.key
 
 
 def base_tokenizer_dir(base: StudyBase, cache_dir: str | Path) -> str | None:

@@ -15,7 +15,8 @@ Why the spectrum matters: YaRN leaves unscaled the rotary pairs that turn more t
 former (Llama-3 at 8K about 18 of 64, SmolLM2 about 10 of 32), the byte-level L0 = 256 base 1 of 16. `rotary_turns`
 gives the count for each candidate, and every row records it.
 
-`screen` is resumable: training checkpoints under ``<cache_dir>/testbed/<key>/`` and a candidate whose key is already
+`screen` is resumable: training checkpoints under ``<cache_dir>/study-bases/<key>/`` (`base_run_dir`, where the study
+looks for its base) and a candidate whose key is already
 in the attempts table is skipped. One tidy row per candidate goes to ``attempts.csv`` (settings, parameters, tokens,
 wall times, machine and load, every score), the pretraining log to ``logs/<key>.jsonl`` and the evaluation table to
 ``evals/<key>.csv``.
@@ -36,7 +37,7 @@ import pandas as pd
 import torch
 
 from endprompt import rope as R
-from endprompt.study_base import StudyBase, pretrain_base
+from endprompt.study_base import StudyBase, base_run_dir, pretrain_base
 
 __all__ = ["TESTBED", "RESCALINGS", "CRITERIA", "rotary_turns", "spectrum", "rescaled_model", "screen_model", "screen",
            "screen_saved", "criteria_met", "attempts_markdown", "append_row", "machine"]
@@ -183,13 +184,13 @@ def screen(c: StudyBase, out_dir: str | Path = "results/testbed", cache_dir: str
     if done is not None:
         return done
     load0 = os.getloadavg()[0]
-    result, final = pretrain_base(c, Path(cache_dir) / "testbed" / c.key, cache_dir, progress)
+    run = base_run_dir(c, cache_dir)
+    result, final = pretrain_base(c, run, cache_dir, progress)
     start = time.perf_counter()
     table = screen_model(final, c.L0, samples)
     facts = {"train_tokens": result["tokens"], "final_loss": round(result["losses"][-1], 4),
              "train_s": round(result["wall_time_s"], 1), "tokens_per_s": round(result["tokens_per_s"], 1),
              "eval_s": round(time.perf_counter() - start, 1), "samples": samples}
-    run = Path(cache_dir) / "testbed" / c.key
     log = run / ("pretrain_metrics.jsonl" if c.short_steps else "metrics.jsonl")
     return _record(out, c.key, asdict(c), final, table, facts, log, note, load0)
 

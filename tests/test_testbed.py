@@ -9,7 +9,7 @@ import torch
 
 from endprompt import rope as R
 from endprompt.modeling import build_tiny_llama
-from endprompt.study_base import StudyBase
+from endprompt.study_base import StudyBase, base_run_dir
 from endprompt.testbed import (
     CRITERIA,
     append_row,
@@ -88,7 +88,7 @@ def test_screen_one_candidate_end_to_end_and_resume(tmp_path):
                                                                                   > 0).all()
     again = screen(c, tmp_path / "out", tmp_path / "cache", samples=2, progress=False)
     assert len(pd.read_csv(tmp_path / "out" / "attempts.csv")) == 1 and again["key"] == c.key
-    saved = screen_saved(tmp_path / "cache" / "testbed" / c.key / "final", 256, tmp_path / "out", samples=1)
+    saved = screen_saved(base_run_dir(c, tmp_path / "cache") / "final", 256, tmp_path / "out", samples=1)
     assert saved["key"] == "saved-final" and saved["vocab_size"] == 0 and saved["rope_theta"] == c.rope_theta
     assert saved["num_layers"] == 1 and saved["head_dim"] == 16 and 0 <= saved["yarn8_pk_half"] <= 100
     markdown = attempts_markdown(pd.read_csv(tmp_path / "out" / "attempts.csv"))
