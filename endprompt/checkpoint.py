@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 __all__ = ["Checkpointer", "CheckpointError", "RunLock", "RunDirLocked", "latest_checkpoint", "verify_checkpoint",
-           "write_manifest", "atomic_write", "fault_point", "FAULT_ENV", "MANIFEST"]
+           "write_manifest", "checkpoint_weights", "checkpoint_dirs", "atomic_write", "fault_point", "FAULT_ENV",
+           "MANIFEST"]
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,21 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
         raise CheckpointError(f"no whole checkpoint under {root} ({'; '.join(problems)}); restore one, move the "
                               "directory away, or set run.resume=false to start over")
     return None
+
+
+def checkpoint_weights(directory: str | Path) -> dict:
+    """The model weights (a full state dict) of the checkpoint ``directory``, after its manifest check: never from a
+    damaged or unfinished checkpoint. For reading a run's course (`endprompt.evaluate.answer_probe`), not resuming."""
+    directory = Path(directory)
+    problem = verify_checkpoint(directory)
+    if problem:
+        raise CheckpointError(f"checkpoint {directory}: {problem}")
+    return _load(directory / "model.pt")
+
+
+def checkpoint_dirs(out_dir: str | Path) -> list[Path]:
+    """A run's published checkpoint directories, oldest first."""
+    return _step_dirs(Path(out_dir) / "checkpoints")[::-1]
 
 
 # --- the lock ---------------------------------------------------------------------------------------------------------
