@@ -43,7 +43,8 @@ __all__ = ["StudyConfig", "Extension", "Method", "PRESETS", "METHODS", "TRAINED"
 @dataclass(frozen=True)
 class Method:
     """A trained arm of the study: the fields of its `endprompt.config.RecipeConfig` (a, b and the target come from the
-    study), and its learning rate where it is tuned apart (None = ``Extension.lr``).
+    study), its learning rate where it is tuned apart (None = ``Extension.lr``), and its position scaling (a type of
+    `endprompt.rope.ROPE_SCALINGS` at the study's factor; the paper's and the other arms' is PI, "linear").
 
     For a recipe whose spec trains `endprompt.sharedllm` (``RecipeSpec.sharedllm``): ``sharedllm`` holds fields of
     `endprompt.sharedllm.SharedLLMConfig`; the study sets the chunk to ``L0 / 4`` and the local window to ``L0``, and
@@ -53,6 +54,7 @@ class Method:
     lr: float | None = None
     sharedllm: dict | None = None
     context_chunks: int = 4
+    rope_type: str = "linear"
 
     @property
     def is_sharedllm(self) -> bool:
@@ -62,6 +64,10 @@ class Method:
 
 TRAINED = {
     "endprompt": Method({"name": "endprompt"}),
+    # YaRN instead of PI (issue 13): YaRN keeps the fast rotary pairs unscaled (sigma = 1 for them, notebook 01), so
+    # the paper's smoothing argument, made for PI, does not cover it; full-yarn is its full-length reference
+    "endprompt-yarn": Method({"name": "endprompt"}, rope_type="yarn"),
+    "full-yarn": Method({"name": "full"}, rope_type="yarn"),
     "endprompt-end": Method({"name": "endprompt", "cues": ("End.",)}),
     "endprompt-eot": Method({"name": "endprompt", "cues": (EOT_CUE,)}),
     "endprompt-tail": Method({"name": "endprompt-tail"}),
@@ -190,13 +196,13 @@ PRESETS = {
 
 
 def _train_config(cfg: StudyConfig, out_dir: Path, recipe: RecipeConfig, base: Path, optim: dict,
-                  seed: int, **sections) -> TrainConfig:
+                  seed: int, rope_type: str = "linear", **sections) -> TrainConfig:
     """An extension run of the study: the tiny-cpu preset with the base (its weights, tokenizer and context) and the
     study's data and run settings, section by section."""
     preset = load_config("tiny-cpu")
     return TrainConfig(
         model=replace(preset.model, path=str(base), tokenizer=None, original_len=cfg.L0),
-        rope=replace(preset.rope, rope_type="linear"),
+        rope=replace(preset.rope, rope_type=rope_type),
         data=replace(preset.data, source=cfg.base.mixture, cache_dir=cfg.cache_dir, mixture_docs=cfg.extension.docs,
                      doc_len_range=(cfg.L0 // 4, cfg.target_len) if cfg.extension.shared_documents else None),
         recipe=recipe,
@@ -231,7 +237,7 @@ def extension_config(cfg: StudyConfig, method: str, base: Path, seed: int, out: 
     micro = max(1, ext.batch_tokens // recipe.physical_len)
     optim = {"micro_batch_size": micro, "max_steps": max(1, round(ext.tokens / (micro * recipe.physical_len))),
              "lr": spec.lr or ext.lr, "schedule": ext.schedule, "warmup_steps": ext.warmup}
-    return _train_config(cfg, out, recipe, base, optim, seed, **sections)
+    return _train_config(cfg, out, recipe, base, optim, seed, spec.rope_type, **sections)
 
 
 def load_trained(method: str, path: Path):

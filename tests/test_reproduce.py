@@ -80,7 +80,7 @@ def test_every_trained_arm_is_a_typed_config_with_a_matched_budget(tmp_path):
             assert r.physical_len == r.target_len and not r.spec.extends_positions
         else:
             assert r.target_len == cfg.target_len
-            assert r.physical_len == (cfg.target_len if method in ("full", "longlora") else cfg.L0)
+            assert r.physical_len == (cfg.target_len if r.name in ("full", "longlora") else cfg.L0)
         assert r.b == (cfg.b_cue if r.spec.uses_cues else cfg.b_tail)
         tokens[method] = train_cfg.optim.max_steps * train_cfg.optim.micro_batch_size * r.physical_len
     budget = cfg.extension.tokens
@@ -88,6 +88,9 @@ def test_every_trained_arm_is_a_typed_config_with_a_matched_budget(tmp_path):
     one = extension_config(cfg, "endprompt-end", tmp_path, 0, tmp_path)
     assert one.recipe.cues == ("End.",) and one.recipe.name == "endprompt"
     assert extension_config(cfg, "longlora", tmp_path, 0, tmp_path).optim.lr == 2e-3
+    ropes = {method: extension_config(cfg, method, tmp_path, 0, tmp_path).rope.rope_type for method in TRAINED}
+    assert {m for m, r in ropes.items() if r != "linear"} == {"endprompt-yarn", "full-yarn"}  # PI elsewhere (paper)
+    assert ropes["endprompt-yarn"] == "yarn" and TRAINED["endprompt-yarn"].recipe == TRAINED["endprompt"].recipe
 
 
 def test_learning_curve_points_continue_one_run(tmp_path, study_workdir):
