@@ -20,7 +20,7 @@ from endprompt.study_tables import AUX_METRICS, ok_rows
 __all__ = ["set_style", "figures_dir", "save", "label_lengths", "mark_lengths", "plain_log_axis", "label_points",
            "plot_bandwidth", "plot_score_curves", "plot_ratio_distributions", "plot_coverage", "plot_identifiability",
            "plot_score_by_length", "plot_needle_heatmap", "plot_perplexity", "plot_task_bars", "study_figures",
-           "plot_learning_curves"]
+           "plot_learning_curves", "plot_formation"]
 
 PALETTE = "colorblind"
 
@@ -354,5 +354,29 @@ def plot_learning_curves(curves: pd.DataFrame, target_len: int) -> plt.Figure:
     if axes[0, 1].get_legend() is not None:
         axes[0, 1].legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(f"Learning curves at the target length {target_len} (95% interval over seeds)", y=1.0)
+    fig.tight_layout()
+    return fig
+
+
+def plot_formation(table: pd.DataFrame, names: dict[str, str] | None = None) -> plt.Figure:
+    """Retrieval forming over pretraining (`endprompt.evaluate.answer_probe.checkpoint_curve` rows, with ``key`` and
+    ``stage``): teacher-forced answer-token accuracy against the pretraining step, one panel per base (``names`` maps
+    keys to titles), one colour per task and one line style per prompt length; the first-stage/second-stage boundary
+    and the chance level of a digit (10%) are marked."""
+    set_style()
+    keys = list(dict.fromkeys(table["key"]))
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 3.6), squeeze=False, sharey=True)
+    for ax, key in zip(axes[0], keys):
+        data = table[table["key"] == key].assign(length=lambda d: d["length"].astype(str))
+        sns.lineplot(data=data, x="step", y="token_accuracy", hue="task", style="length", markers=True, ax=ax,
+                     legend=ax is axes[0, -1])
+        ax.axhline(10, color="0.6", ls="--", lw=1)
+        ax.text(ax.get_xlim()[0], 10, " chance (one digit in ten)", va="bottom", fontsize=7, color="0.4")
+        if {"short", "long"} <= set(data["stage"]):
+            mark_lengths(ax, [(data.loc[data["stage"] == "short", "step"].max(), "second stage")])
+        ax.set(title=(names or {}).get(key, key), xlabel="pretraining step", ylabel="answer tokens right (%)",
+               ylim=(0, 102))
+    if axes[0, -1].get_legend() is not None:
+        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
     fig.tight_layout()
     return fig

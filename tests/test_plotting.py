@@ -92,6 +92,19 @@ def test_evaluation_figures(tmp_path):
         plotting.plot_needle_heatmap(table)
 
 
+def test_formation_figure(tmp_path):
+    rows = [{"key": key, "stage": stage, "step": step, "task": task, "length": length,
+             "token_accuracy": float(step % 97)}
+            for key, stages in (("one", [("single", 0)]), ("two", [("short", 0), ("long", 300)]))
+            for stage, start in stages for step in (start + 100, start + 200, start + 300)
+            for task in ("passkey", "niah_single_1") for length in (128, 256)]
+    fig = plotting.plot_formation(pd.DataFrame(rows), names={"two": "two stages"})
+    assert [ax.get_title() for ax in fig.axes] == ["one", "two stages"]
+    assert any(t.get_text() == "second stage" for t in fig.axes[1].texts)
+    assert not any(t.get_text() == "second stage" for t in fig.axes[0].texts)
+    written(fig, "formation", tmp_path)
+
+
 def test_study_figures_draw_the_study_tables(tmp_path):
     tables = figure_tables(study_results(), target_len=1024)
     assert set(tables) == {"scores", "digits", "tasks_at_target", "cost", "perplexity", "needle"}

@@ -6,7 +6,8 @@ compact niah_single_1 at every pretraining checkpoint of a base (`endprompt.eval
 
 The base is named by its settings over `endprompt.testbed.TESTBED`, as in `screen.py`; with two stages both are read
 (the first stage's steps, then the second's counted on from them). Writes ``<out>/<key>.csv``: one row per stage, step,
-task and length, with the machine.
+task and length, with the machine; then draws every base's table in ``<out>`` into
+``figures/testbed_formation.png``, each panel titled by the candidate's note in ``attempts.csv``.
 """
 
 import argparse
@@ -15,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from endprompt import plotting
 from endprompt.evaluate.answer_probe import checkpoint_curve
 from endprompt.study_base import StudyBase, base_run_dir
 from endprompt.testbed import TESTBED, machine
@@ -43,6 +45,15 @@ def main(argv=None):
     table.to_csv(Path(args.out) / f"{base.key}.csv", index=False)
     print(table.pivot_table(index=["stage", "step"], columns=["task", "length"], values="token_accuracy")
           .round(0).to_string())
+    draw(Path(args.out), Path(args.out).parent / "attempts.csv")
+
+
+def draw(out: Path, attempts: Path) -> Path:
+    """Every base's formation table in ``out`` as one figure, panels titled by the notes' candidate names."""
+    table = pd.concat([pd.read_csv(f) for f in sorted(out.glob("*.csv"))], ignore_index=True)
+    notes = pd.read_csv(attempts).set_index("key")["note"].to_dict() if attempts.exists() else {}
+    names = {key: str(notes.get(key, key)).split(":")[0] + f" (L0 {key.split('-')[1][1:]})" for key in table["key"]}
+    return plotting.save(plotting.plot_formation(table, names), "testbed_formation")
 
 
 if __name__ == "__main__":
