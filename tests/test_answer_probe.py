@@ -48,7 +48,7 @@ def test_probe_samples_are_the_evaluation_suites_compact_prompts():
     passkey = probe_samples("passkey", 256, tok, 3, seed=5)
     niah = probe_samples("niah_single_1", 256, tok, 3, seed=5)
     assert all("pass key" in s.prompt and s.answers[0].isdigit() and s.prompt_tokens <= 256 for s in passkey)
-    assert all(s.prompt.endswith("Answer:") and s.answers[0] in s.prompt for s in niah)
+    assert all(" Answer: The number for " in s.prompt and s.answers[0] in s.prompt for s in niah)
 
 
 def test_checkpoint_curve_reads_every_checkpoint_and_the_final_once(tmp_path):
@@ -56,10 +56,10 @@ def test_checkpoint_curve_reads_every_checkpoint_and_the_final_once(tmp_path):
                      mixture="mixture:passkey=1")
     _, final = pretrain_base(base, tmp_path / "run", tmp_path / "cache", progress=False)
     steps = [int(d.name[5:]) for d in checkpoint_dirs(tmp_path / "run")]
-    curve = checkpoint_curve(tmp_path / "run", [128], tasks=("passkey", "niah_single_1"), num_samples=2)
+    curve = checkpoint_curve(tmp_path / "run", [256], tasks=("passkey", "niah_single_1"), num_samples=2)
     assert sorted(set(curve["step"])) == sorted(set(steps) | {3}) and len(curve) == 2 * len(set(steps) | {3})
     tok = load_tokenizer(None, final)
-    direct = answer_accuracy(load_causal_lm(final, dtype=torch.float32), tok, probe_samples("passkey", 128, tok, 2))
+    direct = answer_accuracy(load_causal_lm(final, dtype=torch.float32), tok, probe_samples("passkey", 256, tok, 2))
     last = curve[(curve["step"] == 3) & (curve["task"] == "passkey")].iloc[0]
     assert last["token_accuracy"] == direct["token_accuracy"]  # the last checkpoint's weights are the final model's
     (checkpoint_dirs(tmp_path / "run")[0] / "model.pt").write_bytes(b"damaged")

@@ -52,7 +52,7 @@ def needle_grid_samples(length: int, depth: float, tokenizer, num_samples: int =
             cut = int(round(depth * n))
             context = "\n".join([NOISE] * cut + [needle_fmt.format(key=key, value=value)] + [NOISE] * (n - cut))
             if style == "compact":
-                return f"{context}\nWhat is the number for {key}? Answer:"
+                return f"{context}\nWhat is the number for {key}? Answer: The number for {key} is"
             return ("A special magic number is hidden within the following text. Make sure to memorize it. I will quiz "
                     f"you about the number afterwards.\n{context}\nWhat is the special magic number for {key} "
                     f"mentioned in the provided text? The special magic number for {key} mentioned in the provided "

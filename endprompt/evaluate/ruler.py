@@ -29,8 +29,9 @@ needle, vt and passkey generators live in `endprompt.tasks` (training uses them 
   tokenizer's chat template as RULER's chat-model templates do (`endprompt.evaluate.chat`);
 - ``style="compact"`` (for tiny byte-level models whose whole context is a few hundred bytes) is not RULER: it keeps
   the tasks and the scoring but uses short wording: needle "The {kind} for {key} is {value}.", question "What is the
-  {kind} for {query}?", answer prefix "Answer:"; vt asks "Which variables are assigned the value {value}?" with no
-  one-shot example and joins noise and statements with spaces.
+  {kind} for {query}?", answer prefix "Answer: The {kind} for {query} is" (restating the query as RULER's does; until
+  2026-11-30 it was "Answer:" alone, which no miniature base learned to answer); vt asks "Which variables are assigned
+  the value {value}?" with no one-shot example and joins noise and statements with spaces.
 """
 
 from __future__ import annotations

@@ -124,8 +124,10 @@ def niah(task: str, n: int, seed, style: str = "ruler", essay: str | None = None
         verb = "is" if single else "are"
         prompt += f" The special magic {noun} for {query} mentioned in the provided text {verb}"
     else:
-        noun = kind[:-1] if single else kind
-        prompt = f"{context}\nWhat {'is the' if single else 'are the'} {noun} for {query}? Answer:"
+        # the answer prefix restates the query as RULER's does ("The special magic number for {query} mentioned in the
+        # provided text is"), in the needle's own words, so the answer follows the words that preceded it in the needle
+        noun, verb = (kind[:-1], "is") if single else (kind, "are")
+        prompt = f"{context}\nWhat {verb} the {noun} for {query}? Answer: The {noun} for {query} {verb}"
     return prompt, answers, {"depths": np.round(fractions, 4).tolist()}
 
 
