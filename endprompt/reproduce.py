@@ -187,6 +187,12 @@ PRESETS = {
                         eval_lengths=(128, 256, 512, 1024, 2048, 4096), eval_samples=12, needle_samples=2,
                         needle_depths=(0.0, 0.5, 1.0)),
     "study": StudyConfig(name="study", out_dir="results/study", seeds=(0, 1, 2)),
+    # the next study (issue 13): the shipped BPE base C3 (the byte base's settings with BPE 2048; results/testbed/), the
+    # budget that re-forms retrieval under PI x8 there (8M tokens: 2M re-formed nothing), one set of documents for every
+    # arm, learning curves. b_cue: the cue set's longest cue is 17 tokens at vocabulary 2048 (+2, as 50 + 2 for bytes)
+    "study-bpe": StudyConfig(name="study-bpe", out_dir="results/study-bpe", base=StudyBase(vocab_size=2048),
+                             extension=Extension(tokens=8_192_000, shared_documents=True), b_cue=19, seeds=(0, 1, 2),
+                             curve=(0.125, 0.25, 0.5, 1.0)),
     "smoke": StudyConfig(name="smoke", out_dir="results/smoke", base=StudyBase(steps=4, docs=64, batch=4),
                          extension=Extension(tokens=2 * 2048, batch_tokens=2048, docs=32),
                          methods=("endprompt", "pose", "full", "longlora", "pi"), seeds=(0,),

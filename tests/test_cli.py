@@ -44,7 +44,7 @@ def test_reproduce_command_at_smoke_size(workdir, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["reproduce", "--preset", "huge"], "unknown study preset 'huge'; presets are: demo, study, smoke"),
+    (["reproduce", "--preset", "huge"], "unknown study preset 'huge'; presets are: demo, study, study-bpe, smoke"),
     (["reproduce", "--preset", "smoke", "--methods", "yarn2"], r"unknown methods \['yarn2'\]"),
     (["train", "--preset", "tiny-cpu", "--set", "recipe.name=nope"], "recipe.name='nope' is not valid"),
 ])

@@ -93,6 +93,23 @@ def test_every_trained_arm_is_a_typed_config_with_a_matched_budget(tmp_path):
     assert ropes["endprompt-yarn"] == "yarn" and TRAINED["endprompt-yarn"].recipe == TRAINED["endprompt"].recipe
 
 
+def test_presets_study_shipped_bases_with_their_own_cue_budget():
+    from endprompt.batching import DEFAULT_CUES, tokenize_cues
+    from endprompt.reproduce import SHIPPED
+    from endprompt.tokenizer import load_tokenizer
+
+    for name, cfg in PRESETS.items():  # a preset never pretrains its base silently (the smoke base is tiny)
+        assert name == "smoke" or (SHIPPED / cfg.base.key / "config.json").exists(), (name, cfg.base.key)
+    for name in ("study", "study-bpe"):
+        cfg = PRESETS[name]
+        tok = load_tokenizer(None, SHIPPED / cfg.base.key)
+        longest = max(len(ids) for ids in tokenize_cues(DEFAULT_CUES, tok))
+        assert cfg.b_cue == longest + 2, (name, longest)  # the body is as long as the longest cue allows
+    bpe = PRESETS["study-bpe"]
+    assert len(load_tokenizer(None, SHIPPED / bpe.base.key)) == bpe.base.vocab_size == 2048
+    assert bpe.extension.shared_documents and len(bpe.curve) == 4
+
+
 def test_learning_curve_points_continue_one_run(tmp_path, study_workdir):
     # issue 13: every trained arm evaluated at points of its budget; continuing the run from point to point must give
     # the model of one uninterrupted run (constant schedule), so the last point is the study's row
