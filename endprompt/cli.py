@@ -305,8 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--include-path", default=None, help="a directory of local task YAML files")
     p.add_argument("--limit", type=int, default=None, help="at most this many documents per task")
     p.add_argument("--out", type=Path, default=Path("results/lm_eval"))
-    p = sub.add_parser("reproduce", help="the small-scale 8K->64K study (presets demo, study, smoke), or the paper's "
-                                         "lengths on SmolLM2-135M for one GPU (real-64k)")
+    p = sub.add_parser("reproduce", help="the small-scale 8K->64K study (presets demo, study, study-bpe, smoke), or "
+                                         "the paper's lengths on SmolLM2-135M for one GPU (real-64k)")
     p.add_argument("--preset", default="demo")
     p.add_argument("--out", type=Path, default=None, help="results directory (default: results/<preset>)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
