@@ -80,10 +80,10 @@ def checkpoint_curve(run_dir: str | Path, lengths: list[int], tasks: tuple[str, 
         if directory is None:
             if not (run_dir / "final").exists():
                 continue
-            model = load_causal_lm(run_dir / "final", dtype=torch.float32).eval()
             step = int(pd.read_json(run_dir / "train_result.json", typ="series")["steps"])
             if step in {s for s, _ in points}:
                 continue  # the last checkpoint is the final model
+            model = load_causal_lm(run_dir / "final", dtype=torch.float32).eval()
         else:
             model.load_state_dict(checkpoint_weights(directory))
         for (task, length), batch in samples.items():
