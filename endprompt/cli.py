@@ -237,15 +237,27 @@ def reproduce_command(args) -> int:
     paths = plotting.study_figures(study_tables.figure_tables(table, cfg.target_len), cfg.L0, cfg.target_len, fig_dir,
                                    prefix=f"02_{cfg.name}")
     if len(cfg.curve) > 1 and (Path(cfg.out_dir) / "curves.csv").exists():
-        import pandas as pd
-
-        curves = study_tables.curve_table(pd.read_csv(Path(cfg.out_dir) / "curves.csv"), cfg.target_len)
-        paths.append(plotting.save(plotting.plot_learning_curves(curves, cfg.target_len),
-                                   f"02_{cfg.name}_learning_curves", fig_dir))
+        paths.append(learning_curves(Path(cfg.out_dir), cfg.name, cfg.target_len, fig_dir))
     summary = study_tables.study_table(table, cfg.target_len)
     print(summary.to_string(index=False))
     print(f"results: {cfg.out_dir}/results.csv; figures: {', '.join(str(p) for p in paths)}")
     return 0
+
+
+def learning_curves(out: Path, name: str, target_len: int, fig_dir: Path | None) -> Path:
+    """A study's learning curves at the target (``<out>/curves.csv``): their figure, and where the gold standard ran,
+    the fraction of its cost at which each arm matches it (``<out>/cost_to_quality.csv``, printed)."""
+    import pandas as pd
+
+    from endprompt import plotting, study_tables
+
+    curves = study_tables.curve_table(pd.read_csv(out / "curves.csv"), target_len)
+    path = plotting.save(plotting.plot_learning_curves(curves, target_len), f"02_{name}_learning_curves", fig_dir)
+    if "full" in set(curves["method"]):
+        reach = study_tables.cost_to_quality(curves, reference="full")
+        reach.to_csv(out / "cost_to_quality.csv", index=False)
+        print(reach.to_string(index=False))
+    return path
 
 
 def _show_logs() -> None:

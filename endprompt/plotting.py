@@ -17,10 +17,10 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLoca
 
 from endprompt.study_tables import AUX_METRICS, ok_rows
 
-__all__ = ["set_style", "figures_dir", "save", "label_lengths", "mark_lengths", "plain_log_axis", "label_points",
-           "plot_bandwidth", "plot_score_curves", "plot_ratio_distributions", "plot_coverage", "plot_identifiability",
-           "plot_score_by_length", "plot_needle_heatmap", "plot_perplexity", "plot_task_bars", "study_figures",
-           "plot_learning_curves", "plot_formation"]
+__all__ = ["set_style", "figures_dir", "save", "label_lengths", "label_values", "mark_lengths", "plain_log_axis",
+           "label_points", "plot_bandwidth", "plot_score_curves", "plot_ratio_distributions", "plot_coverage",
+           "plot_identifiability", "plot_score_by_length", "plot_needle_heatmap", "plot_perplexity", "plot_task_bars",
+           "study_figures", "plot_learning_curves", "plot_formation"]
 
 PALETTE = "colorblind"
 
@@ -54,6 +54,24 @@ def label_lengths(ax, lengths, axis: str = "x") -> None:
     target.set_minor_locator(NullLocator())
     target.set_minor_formatter(NullFormatter())
     (ax.set_xticks if axis == "x" else ax.set_yticks)(ticks, [str(x) for x in ticks])
+
+
+def label_values(ax, values, fmt, axis: str = "x", min_ratio: float = 1.3) -> None:
+    """Ticks of a log axis at measured ``values`` only, formatted by ``fmt``; a value within ``min_ratio`` of the last
+    kept tick is left unlabelled, so that points measured close together (one method's tokens against another's at
+    the same budget fraction) do not overlap."""
+    ticks = []
+    for v in sorted({float(x) for x in values if np.isfinite(x) and x > 0}):
+        if not ticks or v / ticks[-1] >= min_ratio:
+            ticks.append(v)
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_minor_locator(NullLocator())
+    target.set_minor_formatter(NullFormatter())
+    (ax.set_xticks if axis == "x" else ax.set_yticks)(ticks, [fmt(v) for v in ticks])
+
+
+def _tokens(v: float) -> str:
+    return f"{v / 1e6:.2g}M" if v >= 1e5 else f"{v / 1e3:.2g}K"
 
 
 def mark_lengths(ax, marks: list[tuple[int, str]]) -> None:
@@ -334,23 +352,31 @@ def study_figures(tables: dict[str, pd.DataFrame], L0: int, target_len: int, out
 
 def plot_learning_curves(curves: pd.DataFrame, target_len: int) -> plt.Figure:
     """Learning curves at the target (`endprompt.study_tables.curve_table`): one row per measure, against physical
-    training tokens (left) and training wall time (right), one line per method with its 95% interval over seeds."""
+    training tokens (left) and training wall time (right), both on log axes labelled at the measured points, one line
+    per method with its 95% interval over seeds; percentages on 0-100 axes, the chance level of a digit labelled."""
     set_style()
     measures = list(dict.fromkeys(curves["measure"]))
+    colors = method_colors(curves["method"])
     fig, axes = plt.subplots(len(measures), 2, figsize=(11, 2.8 * len(measures) + 0.6), squeeze=False)
     for row, measure in enumerate(measures):
         data = curves[curves["measure"] == measure]
-        for col, (x, xlabel) in enumerate((("train_tokens", "physical training tokens"),
-                                           ("wall_time_s", "training wall time (s)"))):
+        for col, (x, xlabel, fmt) in enumerate((("train_tokens", "physical training tokens", _tokens),
+                                                ("wall_time_s", "training wall time (s)", lambda v: f"{v:.0f}"))):
             ax = axes[row, col]
             sns.lineplot(data=data, x=x, y="score", hue="method", style="method", markers=True, dashes=False,
-                         errorbar=("ci", 95), ax=ax, legend=(row == 0 and col == 1))
-            ax.set(xlabel=xlabel if row == len(measures) - 1 else "", ylabel=measure if col == 0 else "")
+                         errorbar=("ci", 95), ax=ax, legend=(row == 0 and col == 1), **colors)
+            ax.set(xscale="log", xlabel=xlabel if row == len(measures) - 1 else "",
+                   ylabel=measure if col == 0 else "")
+            label_values(ax, data[x], fmt)
             if "perplexity" in measure:
                 ax.set(yscale="log")
                 plain_log_axis(ax)
-            elif "digit" in measure:
+            elif "%" in measure:
+                ax.set(ylim=(-3, 103))
+            if "digit" in measure:
                 ax.axhline(10, color="0.6", ls="--", lw=1)
+                ax.text(0.995, 10, "chance (10%)", transform=ax.get_yaxis_transform(), ha="right", va="bottom",
+                        fontsize=7, color="0.3")
     if axes[0, 1].get_legend() is not None:
         axes[0, 1].legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(f"Learning curves at the target length {target_len} (95% interval over seeds)", y=1.0)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["RETRIEVAL_TASKS", "AUX_METRICS", "CURVE_MEASURES", "ok_rows", "study_scores", "passkey_digits", "ci95",
-           "study_table", "figure_tables", "curve_table"]
+           "study_table", "figure_tables", "curve_table", "cost_to_quality"]
 
 RETRIEVAL_TASKS = ("passkey", "niah_single_1", "niah_multikey_2", "vt")
 AUX_METRICS = ("k_max", "digit_accuracy")
@@ -117,3 +117,38 @@ def curve_table(curves: pd.DataFrame, length: int) -> pd.DataFrame:
         score=("score", "mean"), train_tokens=("train_tokens", "first"), wall_time_s=("wall_time_s", "first"))
     x = per_seed.groupby(["method", "budget_fraction"], as_index=False)[["train_tokens", "wall_time_s"]].mean()
     return per_seed.drop(columns=["train_tokens", "wall_time_s"]).merge(x, on=["method", "budget_fraction"])
+
+
+def cost_to_quality(curves: pd.DataFrame, reference: str = "full") -> pd.DataFrame:
+    """Issue 13's question, "at what fraction of full-length fine-tuning's cost does a method reach its quality", from
+    learning curves at one length (`curve_table` rows).
+
+    Per method and measure: the ``reference`` arm's score at the end of its budget (mean over seeds), the method's own
+    final score, and the first budget point at which the method's mean over seeds reaches the reference's final score
+    (at least it; at most it for perplexity, where lower is better), with that point's physical tokens and wall time
+    and their fractions of the reference's full cost. A method that never reaches it has ``reached`` False and NaN
+    costs; the curve's points are where it was measured, so "reached at 1/4" means somewhere in (1/8, 1/4].
+    """
+    if reference not in set(curves["method"]):
+        raise ValueError(f"reference={reference!r} has no learning curve here; methods with curves: "
+                         f"{sorted(set(curves['method']))}")
+    means = curves.groupby(["method", "measure", "budget_fraction"], as_index=False).agg(
+        score=("score", "mean"), train_tokens=("train_tokens", "first"), wall_time_s=("wall_time_s", "first"))
+    ref_end = means[means["method"] == reference].sort_values("budget_fraction").groupby("measure").last()
+    rows = []
+    for (method, measure), group in means.groupby(["method", "measure"], sort=False):
+        if measure not in ref_end.index:
+            continue
+        group = group.sort_values("budget_fraction")
+        goal = ref_end.loc[measure]
+        lower_is_better = "perplexity" in measure
+        ok = group["score"] <= goal["score"] if lower_is_better else group["score"] >= goal["score"]
+        first = group[ok].iloc[0] if ok.any() else None
+        rows.append({"method": method, "measure": measure, "reference_score": goal["score"],
+                     "final_score": group["score"].iloc[-1], "reached": first is not None,
+                     "budget_fraction": first["budget_fraction"] if first is not None else np.nan,
+                     "train_tokens": first["train_tokens"] if first is not None else np.nan,
+                     "wall_time_s": first["wall_time_s"] if first is not None else np.nan,
+                     "token_fraction": first["train_tokens"] / goal["train_tokens"] if first is not None else np.nan,
+                     "time_fraction": first["wall_time_s"] / goal["wall_time_s"] if first is not None else np.nan})
+    return pd.DataFrame(rows)

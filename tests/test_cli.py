@@ -53,3 +53,16 @@ def test_bad_input_exits_2_naming_the_value(argv, message, capsys):
         main(argv)
     assert done.value.code == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_learning_curves_draw_and_measure_the_cost_to_reach_full_length(tmp_path, capsys):
+    from endprompt.cli import learning_curves
+    from tests.test_study_tables import curves
+
+    curves().to_csv(tmp_path / "curves.csv", index=False)
+    path = learning_curves(tmp_path, "t", 2048, tmp_path / "figures")
+    assert path == tmp_path / "figures" / "02_t_learning_curves.png" and path.exists()
+    reach = pd.read_csv(tmp_path / "cost_to_quality.csv")
+    fast = reach[(reach["method"] == "fast") & (reach["measure"] == "passkey exact match (%)")].iloc[0]
+    assert fast["reached"] and fast["token_fraction"] == pytest.approx(1 / 8)
+    assert "token_fraction" in capsys.readouterr().out

@@ -158,3 +158,25 @@ def test_method_colors_keep_a_dozen_methods_apart():
     assert len(set(colors["palette"].values())) == 14  # no colour shared
     again = plotting.method_colors(methods[::-1])  # the same method keeps its colour whatever the row order
     assert again["palette"] == colors["palette"]
+
+
+def test_learning_curve_axes_are_labelled_at_the_measured_points_only():
+    from endprompt.study_tables import curve_table
+
+    rows = []
+    for method, tokens, wall in (("full", 8.192e6, 1466.0), ("endprompt", 6.7e6, 700.0)):
+        for fraction in (0.125, 0.25, 0.5, 1.0):
+            common = {"method": method, "seed": 0, "length": 2048, "status": "ok", "budget_fraction": fraction,
+                      "train_tokens": tokens * fraction, "wall_time_s": wall * fraction}
+            rows += [{**common, "task": "passkey", "metric": "digit_accuracy", "score": 100 * fraction},
+                     {**common, "task": "perplexity", "metric": "ppl_sliding", "score": 50 - 10 * fraction}]
+    fig = plotting.plot_learning_curves(curve_table(pd.DataFrame(rows), 2048), 2048)
+    fig.canvas.draw()
+    tokens_ax, time_ax = fig.axes[0], fig.axes[1]
+    labels = [t.get_text() for t in tokens_ax.get_xticklabels() if t.get_text()]
+    # full-length's 1.0M, 2.0M, 4.1M and 8.2M are within 1.3x of endprompt's points and stay unlabelled
+    assert labels == ["0.84M", "1.7M", "3.4M", "6.7M"], labels
+    assert not [t for t in tokens_ax.get_xticklabels(minor=True) if t.get_text()]
+    assert tokens_ax.get_xscale() == "log" and time_ax.get_xscale() == "log"
+    digits_ax = fig.axes[2] if "digit" in fig.axes[2].get_ylabel() else fig.axes[0]
+    assert digits_ax.get_ylim() == (-3, 103) and "chance (10%)" in {t.get_text() for t in digits_ax.texts}

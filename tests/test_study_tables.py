@@ -5,7 +5,15 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from endprompt.study_tables import ci95, figure_tables, passkey_digits, study_scores, study_table
+from endprompt.study_tables import (
+    ci95,
+    cost_to_quality,
+    curve_table,
+    figure_tables,
+    passkey_digits,
+    study_scores,
+    study_table,
+)
 from tests.tolerances import FLOAT64_RTOL
 
 
@@ -63,3 +71,35 @@ def test_figure_tables():
     assert at[("pi", "passkey (digits)")] == pytest.approx(41.0) and at[("pi", "passkey")] == pytest.approx(35.0)
     cost = tables["cost"].set_index("method")
     assert cost.loc["endprompt", "score"] == pytest.approx(41.0) and cost["label"].iloc[0] == "passkey digit accuracy"
+
+
+def curves() -> pd.DataFrame:
+    """`run_study`'s curves.csv rows at the target 2048: full-length reaches 40% passkey at the end of 8 units; "fast"
+    reaches it at 1/4 of the budget with half of full-length's tokens per point; "never" stays at 10%."""
+    rows = []
+    for method, scores, tokens, wall in (("full", (0, 0, 0, 40), 8.0, 80.0), ("fast", (0, 45, 50, 60), 4.0, 20.0),
+                                         ("never", (10, 10, 10, 10), 8.0, 40.0)):
+        for fraction, score in zip((0.125, 0.25, 0.5, 1.0), scores):
+            for seed, delta in ((0, -1.0), (1, 1.0)):
+                common = {"method": method, "seed": seed, "length": 2048, "status": "ok", "budget_fraction": fraction,
+                          "train_tokens": tokens * fraction, "wall_time_s": wall * fraction + seed}
+                rows.append({**common, "task": "passkey", "metric": "accuracy", "score": score + delta})
+                rows.append({**common, "task": "perplexity", "metric": "ppl_sliding", "score": 50 - 10 * fraction})
+                rows.append({**common, "length": 256, "task": "passkey", "metric": "accuracy", "score": 99.0})
+    return pd.DataFrame(rows)
+
+
+def test_cost_to_quality_finds_the_first_point_reaching_the_reference():
+    table = cost_to_quality(curve_table(curves(), 2048)).set_index(["method", "measure"])
+    pk = "passkey exact match (%)"
+    assert table.loc[("full", pk), "reached"] and table.loc[("full", pk), "budget_fraction"] == 1.0
+    fast = table.loc[("fast", pk)]
+    assert fast["reference_score"] == 40.0 and fast["final_score"] == 60.0  # means over the two seeds
+    assert fast["budget_fraction"] == 0.25 and fast["train_tokens"] == 1.0
+    assert fast["token_fraction"] == pytest.approx(1.0 / 8.0) and fast["time_fraction"] == pytest.approx(5.5 / 80.5)
+    never = table.loc[("never", pk)]
+    assert not never["reached"] and np.isnan(never["token_fraction"])
+    ppl = table.loc[("fast", "held-out perplexity")]  # lower is better: 40 only at the end, like full-length's
+    assert ppl["reached"] and ppl["budget_fraction"] == 1.0 and ppl["reference_score"] == 40.0
+    with pytest.raises(ValueError, match="'pose' has no learning curve"):
+        cost_to_quality(curve_table(curves(), 2048), reference="pose")
