@@ -138,6 +138,9 @@ class StudyConfig:
         curve: the fractions of the budget at which every trained arm is evaluated (learning curves). The arm trains
             once, continued from point to point (equal to one run for the constant schedule, which curves require);
             every point's rows go to ``curves.csv``, the last point's (1.0) to ``results.csv``.
+        keep_weights: keep each trained arm's final model in ``runs/<method>-seed<seed>/final`` (a stock checkpoint
+            directory, about 6 MB at the study's scale) when the arm is done, for evaluations the study does not make
+            and for shipping; the intermediate checkpoints are removed either way.
     """
 
     name: str = "demo"
@@ -155,6 +158,7 @@ class StudyConfig:
     needle_samples: int = 2
     tasks: tuple[str, ...] = ("niah_single_1",)
     curve: tuple[float, ...] = (1.0,)
+    keep_weights: bool = False
     progress: bool = True
 
     def __post_init__(self):
@@ -192,7 +196,7 @@ PRESETS = {
     # arm, learning curves. b_cue: the cue set's longest cue is 17 tokens at vocabulary 2048 (+2, as 50 + 2 for bytes)
     "study-bpe": StudyConfig(name="study-bpe", out_dir="results/study-bpe", base=StudyBase(vocab_size=2048),
                              extension=Extension(tokens=8_192_000, shared_documents=True), b_cue=19, seeds=(0, 1, 2),
-                             curve=(0.125, 0.25, 0.5, 1.0)),
+                             curve=(0.125, 0.25, 0.5, 1.0), keep_weights=True),
     "smoke": StudyConfig(name="smoke", out_dir="results/smoke", base=StudyBase(steps=4, docs=64, batch=4),
                          extension=Extension(tokens=2 * 2048, batch_tokens=2048, docs=32),
                          methods=("endprompt", "pose", "full", "longlora", "pi"), seeds=(0,),
@@ -324,7 +328,8 @@ def _trained_arm(cfg: StudyConfig, method: str, base: Path, seed: int, run_dir: 
             atomic_write(file, lambda tmp, table=table: table.to_csv(tmp, index=False))
         frames.append(pd.read_csv(file))
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    shutil.rmtree(run_dir / "final", ignore_errors=True)  # keep metrics, config and evaluations, not weights
+    if not cfg.keep_weights:
+        shutil.rmtree(run_dir / "final", ignore_errors=True)  # keep metrics, config and evaluations, not weights
     curve = pd.concat(frames, ignore_index=True)
     atomic_write(run_dir / "curve.csv", lambda tmp: curve.to_csv(tmp, index=False))
     return curve

@@ -120,11 +120,14 @@ def test_learning_curve_points_continue_one_run(tmp_path, study_workdir):
     points = curves.groupby("steps")["train_tokens"].first()
     assert list(curves["budget_fraction"].unique()) == [0.5, 1.0] and len(points) == 2
     assert 0 < points.iloc[0] < points.iloc[1]
-    assert not (tmp_path / "curve" / "runs" / "endprompt-seed0" / "checkpoints").exists()  # weights are not kept
+    run = tmp_path / "curve" / "runs" / "endprompt-seed0"
+    assert not (run / "checkpoints").exists() and not (run / "final").exists()  # weights are not kept by default
     drawn = study_tables.curve_table(curves, 256)
     assert set(drawn["budget_fraction"]) == {0.5, 1.0} and "held-out perplexity" in set(drawn["measure"])
     plotting.save(plotting.plot_learning_curves(drawn, 256), "curves", tmp_path)
-    once = run_study(replace(smoke, out_dir=str(tmp_path / "once")))
+    once = run_study(replace(smoke, out_dir=str(tmp_path / "once"), keep_weights=True))
+    kept = tmp_path / "once" / "runs" / "endprompt-seed0"
+    assert (kept / "final" / "config.json").exists() and not (kept / "checkpoints").exists()
     cols = ["method", "task", "length", "metric", "score"]
     last = curves[curves["budget_fraction"] == 1.0][cols].reset_index(drop=True)
     pd.testing.assert_frame_equal(last, once[once["method"] == "endprompt"][cols].reset_index(drop=True),
