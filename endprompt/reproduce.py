@@ -34,6 +34,7 @@ from endprompt.config import RecipeConfig, TrainConfig, load_config
 from endprompt.evaluate import evaluate
 from endprompt.modeling import extend_config
 from endprompt.sharedllm.model import SharedLLMConfig
+from endprompt.shipped_arms import shipped_arm
 from endprompt.study_base import StudyBase, base_run_dir, pretrain_base
 from endprompt.train import train
 
@@ -138,6 +139,9 @@ class StudyConfig:
         curve: the fractions of the budget at which every trained arm is evaluated (learning curves). The arm trains
             once, continued from point to point (equal to one run for the constant schedule, which curves require);
             every point's rows go to ``curves.csv``, the last point's (1.0) to ``results.csv``.
+        shipped: arms evaluated from the final models a study trained and the repository ships
+            (`endprompt.shipped_arms.SHIPPED_ARMS`), beside the arms trained here: the demo's view of a budget it
+            cannot train in its time. They must extend this study's base by this study's factor.
         keep_weights: keep each trained arm's final model in ``runs/<method>-seed<seed>/final`` (a stock checkpoint
             directory, about 6 MB at the study's scale) when the arm is done, for evaluations the study does not make
             and for shipping; the intermediate checkpoints are removed either way.
@@ -158,6 +162,7 @@ class StudyConfig:
     needle_samples: int = 2
     tasks: tuple[str, ...] = ("niah_single_1",)
     curve: tuple[float, ...] = (1.0,)
+    shipped: tuple[str, ...] = ()
     keep_weights: bool = False
     progress: bool = True
 
@@ -165,6 +170,8 @@ class StudyConfig:
         unknown = set(self.methods) - set(METHODS)
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}; methods are: {', '.join(METHODS)}")
+        for name in self.shipped:
+            shipped_arm(name)  # an unknown name: a clear error listing the shipped arms
         if self.L0 - self.b_cue < 8:
             raise ValueError(f"L0={self.L0} leaves no room for text next to a {self.b_cue}-token end prompt")
         curve = tuple(self.curve)
@@ -267,6 +274,25 @@ def _training_free(base: Path, method: str, cfg: StudyConfig, device: str):
     return AutoModelForCausalLM.from_pretrained(base, config=config, dtype=torch.float32).to(device)
 
 
+COST_COLUMNS = ("train_tokens", "wall_time_s", "peak_memory_gb", "tokens_per_s")
+
+
+def _shipped(cfg: StudyConfig, name: str):
+    """A shipped arm's model and its run's cost; a clear error when it extends another base or by another factor
+    than ``cfg``'s (its numbers would not belong in this study's table)."""
+    arm = shipped_arm(name)
+    record = arm.record()
+    model = load_trained(arm.method, arm.path)
+    rope = getattr(model.config, "rope_parameters", None) or {}
+    if record["base"] != cfg.base.key or rope.get("factor") != cfg.extension.factor:
+        raise ValueError(f"shipped arm {name!r} extends base {record['base']} by {rope.get('factor')}x; this study "
+                         f"extends {cfg.base.key} by {cfg.extension.factor}x: drop it from shipped= or ship one of "
+                         "this study")
+    cost = {"train_tokens": record["tokens"], "wall_time_s": record["wall_time_s"],
+            "peak_memory_gb": record["peak_memory_bytes"] / 2**30, "tokens_per_s": record["tokens_per_s"]}
+    return model, cost
+
+
 def _heldout_docs(tokenizer, cfg: StudyConfig) -> list[np.ndarray]:
     """Long documents of held-out natural text (the last 10% of the built-in corpus, never used in the mixture)."""
     from endprompt.data import tokenize_corpus
@@ -363,6 +389,16 @@ def run_study(cfg: StudyConfig) -> pd.DataFrame:
             table = _evaluate(base_model, tokenizer, cfg, "base", seed, docs).assign(seed=seed, method="base")
             done = _save_run(run_dir, table)
         rows.append(done)
+    for seed in cfg.seeds:  # shipped arms: evaluated with the seed's prompts, their cost is their own run's
+        for name in cfg.shipped:
+            run_dir = out / "runs" / f"{name}-seed{seed}"
+            done = _done(run_dir)
+            if done is None:
+                model, cost = _shipped(cfg, name)
+                done = _save_run(run_dir, _evaluate(model, tokenizer, cfg, name, seed, docs).assign(
+                    seed=seed, method=name, **cost))
+            rows.append(done)
+            costs.append({"seed": seed, "method": name, **{k: done[k].iloc[0] for k in COST_COLUMNS}})
     jobs = [(seed, method) for seed in cfg.seeds for method in cfg.methods]
     bar = tqdm(jobs, desc=f"study {cfg.name}", unit="run", disable=not cfg.progress)
     for seed, method in bar:
@@ -381,9 +417,7 @@ def run_study(cfg: StudyConfig) -> pd.DataFrame:
         rows.append(done)
         if (run_dir / "curve.csv").exists():
             curves.append(pd.read_csv(run_dir / "curve.csv"))
-        costs.append({"seed": seed, "method": method,
-                      **{k: done[k].iloc[0] for k in ("train_tokens", "wall_time_s", "peak_memory_gb",
-                                                      "tokens_per_s")}})
+        costs.append({"seed": seed, "method": method, **{k: done[k].iloc[0] for k in COST_COLUMNS}})
     table = pd.concat(rows, ignore_index=True)
     atomic_write(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))  # a killed rewrite: the old file
     atomic_write(out / "costs.csv", lambda tmp: pd.DataFrame(costs).to_csv(tmp, index=False))
