@@ -240,6 +240,8 @@ def reproduce_command(args) -> int:
         paths.append(learning_curves(Path(cfg.out_dir), cfg.name, cfg.target_len, fig_dir))
     summary = study_tables.study_table(table, cfg.target_len)
     print(summary.to_string(index=False))
+    print(f"\npasskey exact match (%) by length; L0 = {cfg.L0}, target = {cfg.target_len}:")
+    print(study_tables.passkey_table(table).to_string(index=False, float_format=lambda v: f"{v:.0f}"))
     print(f"results: {cfg.out_dir}/results.csv; figures: {', '.join(str(p) for p in paths)}")
     return 0
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["RETRIEVAL_TASKS", "AUX_METRICS", "CURVE_MEASURES", "ok_rows", "study_scores", "passkey_digits", "ci95",
-           "study_table", "figure_tables", "curve_table", "cost_to_quality"]
+           "study_table", "passkey_table", "figure_tables", "curve_table", "cost_to_quality"]
 
 RETRIEVAL_TASKS = ("passkey", "niah_single_1", "niah_multikey_2", "vt")
 AUX_METRICS = ("k_max", "digit_accuracy")
@@ -69,6 +69,17 @@ def study_table(table: pd.DataFrame, target_len: int) -> pd.DataFrame:
                 row[col] = table[table["method"] == method][col].mean()
         rows.append(row)
     return pd.DataFrame(rows).sort_values("avg", ascending=False)
+
+
+def passkey_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Passkey exact match (%) per method and length, mean over seeds, with each method's physical training tokens
+    (mean over seeds): the one retrieval task every base here learned, as a newcomer reads a study's outcome."""
+    data = ok_rows(table[(table["task"] == "passkey") & (table["metric"] == "accuracy")])
+    wide = data.pivot_table(index="method", columns="length", values="score", aggfunc="mean")
+    wide.columns = [f"passkey@{c}" for c in wide.columns]
+    if "train_tokens" in table:
+        wide.insert(0, "train_tokens", table.groupby("method")["train_tokens"].mean().reindex(wide.index))
+    return wide.reset_index()
 
 
 def figure_tables(table: pd.DataFrame, target_len: int) -> dict[str, pd.DataFrame]:

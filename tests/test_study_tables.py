@@ -11,6 +11,7 @@ from endprompt.study_tables import (
     curve_table,
     figure_tables,
     passkey_digits,
+    passkey_table,
     study_scores,
     study_table,
 )
@@ -103,3 +104,13 @@ def test_cost_to_quality_finds_the_first_point_reaching_the_reference():
     assert ppl["reached"] and ppl["budget_fraction"] == 1.0 and ppl["reference_score"] == 40.0
     with pytest.raises(ValueError, match="'pose' has no learning curve"):
         cost_to_quality(curve_table(curves(), 2048), reference="pose")
+
+
+def test_passkey_table_is_exact_match_per_method_and_length():
+    rows = results()
+    rows.loc[rows["metric"] == "exact_match", "metric"] = "accuracy"  # passkey's exact match is named accuracy
+    table = passkey_table(rows).set_index("method")
+    assert list(table.columns) == ["train_tokens", "passkey@256", "passkey@2048"]
+    # endprompt: 50 + 10 seed + 20 (passkey) - 5 at 2048, mean over seeds 0..2 -> 80 and 75; pi: 40 and 35
+    assert table.loc["endprompt", "passkey@256"] == 80.0 and table.loc["endprompt", "passkey@2048"] == 75.0
+    assert table.loc["pi", "passkey@2048"] == 35.0 and table.loc["pi", "train_tokens"] == 100
