@@ -138,14 +138,17 @@ def cost_to_quality(curves: pd.DataFrame, reference: str = "full") -> pd.DataFra
     final score, and the first budget point at which the method's mean over seeds reaches the reference's final score
     (at least it; at most it for perplexity, where lower is better), with that point's physical tokens and wall time
     and their fractions of the reference's full cost. A method that never reaches it has ``reached`` False and NaN
-    costs; the curve's points are where it was measured, so "reached at 1/4" means somewhere in (1/8, 1/4].
+    costs; the curve's points are where it was measured, so "reached at 1/4" means somewhere in (1/8, 1/4]. A measure
+    on which the reference did not improve from its first point to its last (0% throughout) has no quality to reach
+    and no rows.
     """
     if reference not in set(curves["method"]):
         raise ValueError(f"reference={reference!r} has no learning curve here; methods with curves: "
                          f"{sorted(set(curves['method']))}")
     means = curves.groupby(["method", "measure", "budget_fraction"], as_index=False).agg(
         score=("score", "mean"), train_tokens=("train_tokens", "first"), wall_time_s=("wall_time_s", "first"))
-    ref_end = means[means["method"] == reference].sort_values("budget_fraction").groupby("measure").last()
+    ref = means[means["method"] == reference].sort_values("budget_fraction").groupby("measure")
+    ref_start, ref_end = ref.first(), ref.last()
     rows = []
     for (method, measure), group in means.groupby(["method", "measure"], sort=False):
         if measure not in ref_end.index:
@@ -153,6 +156,9 @@ def cost_to_quality(curves: pd.DataFrame, reference: str = "full") -> pd.DataFra
         group = group.sort_values("budget_fraction")
         goal = ref_end.loc[measure]
         lower_is_better = "perplexity" in measure
+        start = ref_start.loc[measure, "score"]
+        if not (goal["score"] < start if lower_is_better else goal["score"] > start):
+            continue  # the reference learned nothing here (e.g. 0% throughout): no quality to reach
         ok = group["score"] <= goal["score"] if lower_is_better else group["score"] >= goal["score"]
         first = group[ok].iloc[0] if ok.any() else None
         rows.append({"method": method, "measure": measure, "reference_score": goal["score"],

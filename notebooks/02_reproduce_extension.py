@@ -14,10 +14,12 @@
 # %% [markdown]
 # # 02 — The 8K → 64K extension study, in miniature
 #
-# A tiny Llama pretrained at $L_0 = 256$ byte tokens is extended 8× to 2048 (the paper's 8K → 64K ratio) by each
-# method with matched training-token budgets, then evaluated from $L_0/2$ to $16 L_0$ (see `endprompt.reproduce`).
-# This notebook loads `results/study/results.csv` (or `results/demo/`); if neither exists it runs the demo.
-# `ENDPROMPT_FAST=1` runs the tiny smoke preset in a temporary directory instead (what CI executes).
+# A tiny Llama pretrained at $L_0 = 256$ tokens is extended 8× to 2048 (the paper's 8K → 64K ratio) by each method
+# with matched training-token budgets, then evaluated from $L_0/2$ to $16 L_0$ (see `endprompt.reproduce`).
+# This notebook loads the newest committed study: `results/study-bpe/` (the BPE base, 8M tokens per arm, learning
+# curves; in progress), else `results/study/` (the byte base, 2M tokens), else `results/demo/`; if none exists it runs
+# the demo. `ENDPROMPT_FAST=1` runs the tiny smoke preset with a two-point learning curve in a temporary directory
+# instead (what CI executes).
 
 # %%
 import os
@@ -34,10 +36,11 @@ FAST = os.environ.get("ENDPROMPT_FAST") == "1"
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 if FAST:
     tmp = Path(tempfile.mkdtemp())
-    cfg = replace(PRESETS["smoke"], out_dir=str(tmp / "smoke"), cache_dir=str(tmp / "cache"))
+    cfg = replace(PRESETS["smoke"], out_dir=str(tmp / "smoke"), cache_dir=str(tmp / "cache"), curve=(0.5, 1.0))
     table = run_study(cfg)
 else:
-    found = [ROOT / "results" / n for n in ("study", "demo") if (ROOT / "results" / n / "results.csv").exists()]
+    found = [ROOT / "results" / n for n in ("study-bpe", "study", "demo")
+             if (ROOT / "results" / n / "results.csv").exists()]
     cfg = PRESETS[found[0].name if found else "demo"]
     if not found:
         cfg = replace(cfg, out_dir=str(ROOT / cfg.out_dir), cache_dir=str(ROOT / cfg.cache_dir))
@@ -84,7 +87,26 @@ paths = plotting.study_figures(study_tables.figure_tables(table, cfg.target_len)
                                prefix=f"02_{cfg.name}")
 print("\n".join(str(p) for p in paths))
 
+# %% [markdown]
+# ## Learning curves: at what fraction of full-length fine-tuning's cost does each method reach its quality?
+# Every trained arm evaluated at points of its budget (`StudyConfig.curve`), at the target length; for each measure,
+# the first point at which a method's mean over seeds reaches full-length fine-tuning's final score, as a fraction of
+# full-length's tokens and wall time (`study_tables.cost_to_quality`; NaN: not reached within the budget).
+
+# %%
+curves_csv = Path(cfg.out_dir if FAST else found[0] if found else cfg.out_dir) / "curves.csv"
+if curves_csv.exists():
+    curves = study_tables.curve_table(pd.read_csv(curves_csv), cfg.target_len)
+    paths.append(plotting.save(plotting.plot_learning_curves(curves, cfg.target_len), f"02_{cfg.name}_learning_curves",
+                               out))
+    if "full" in set(curves["method"]):
+        reach = study_tables.cost_to_quality(curves, reference="full")
+        print(reach.round(3).to_string(index=False))
+else:
+    print(f"{cfg.name} has no learning curves")
+
 # %%
 assert {"score_by_length", "tasks_at_target"} <= {p.stem.split(f"02_{cfg.name}_")[-1] for p in paths}
 assert summary["method"].nunique() == table["method"].nunique()
+assert not FAST or {"measure", "reached", "token_fraction", "time_fraction"} <= set(reach.columns)
 print("checks passed")

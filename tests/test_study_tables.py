@@ -102,6 +102,8 @@ def test_cost_to_quality_finds_the_first_point_reaching_the_reference():
     assert not never["reached"] and np.isnan(never["token_fraction"])
     ppl = table.loc[("fast", "held-out perplexity")]  # lower is better: 40 only at the end, like full-length's
     assert ppl["reached"] and ppl["budget_fraction"] == 1.0 and ppl["reference_score"] == 40.0
+    flat = curves().assign(score=lambda d: d["score"].where(d["task"] != "passkey", 0.0))  # nothing learned
+    assert "passkey exact match (%)" not in set(cost_to_quality(curve_table(flat, 2048))["measure"])
     with pytest.raises(ValueError, match="'pose' has no learning curve"):
         cost_to_quality(curve_table(curves(), 2048), reference="pose")
 
