@@ -193,9 +193,14 @@ class StudyConfig:
 
 
 PRESETS = {
-    "demo": StudyConfig(name="demo", out_dir="results/demo", extension=Extension(tokens=400_000),
-                        methods=("endprompt", "endprompt-tail", "pose", "full", "pi", "yarn"), seeds=(0,),
-                        eval_lengths=(128, 256, 512, 1024, 2048, 4096), eval_samples=12, needle_samples=2,
+    # the main job (make demo, <= 15 min on 2 CPU cores): study-bpe's base and extension, seed 1. EndPrompt and
+    # full-length trained here for 1/8 of the study's budget (its first learning-curve point: retrieval has not
+    # re-formed yet), beside the two arms the study trained for all of it (shipped: full-length retrieves at the
+    # target), PI and YaRN without training; evaluated up to the target
+    "demo": StudyConfig(name="demo", out_dir="results/demo", base=StudyBase(vocab_size=2048),
+                        extension=Extension(tokens=1_024_000, shared_documents=True), b_cue=19,
+                        methods=("endprompt", "full", "pi", "yarn"), shipped=("full@8M", "endprompt@8M"), seeds=(1,),
+                        eval_lengths=(128, 256, 512, 1024, 2048), eval_samples=16, needle_samples=2,
                         needle_depths=(0.0, 0.5, 1.0)),
     "study": StudyConfig(name="study", out_dir="results/study", seeds=(0, 1, 2)),
     # the next study (issue 13): the shipped BPE base C3 (the byte base's settings with BPE 2048; results/testbed/), the

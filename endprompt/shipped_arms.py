@@ -59,7 +59,11 @@ class ShippedArm:
         return json.loads(file.read_text())
 
 
-SHIPPED_ARMS: dict[str, ShippedArm] = {}
+SHIPPED_ARMS: dict[str, ShippedArm] = {
+    # study-bpe's seed 1 (one seed for both, so they trained on the same documents), 8M-token budget
+    "full@8M": ShippedArm("full", "study-bpe", 1),
+    "endprompt@8M": ShippedArm("endprompt", "study-bpe", 1),
+}
 """Shipped arms by the name the demo's tables give them: ``<method>@<tokens>`` (the budget it trained on)."""
 
 

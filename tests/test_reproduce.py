@@ -9,6 +9,7 @@ import pytest
 
 from endprompt import plotting, study_tables
 from endprompt.reproduce import PRESETS, TRAINED, Extension, StudyConfig, base_scores, extension_config, run_study
+from endprompt.shipped_arms import shipped_arm
 from tests.tolerances import SNAPSHOT_RTOL
 
 
@@ -100,7 +101,7 @@ def test_presets_study_shipped_bases_with_their_own_cue_budget():
 
     for name, cfg in PRESETS.items():  # a preset never pretrains its base silently (the smoke base is tiny)
         assert name == "smoke" or (SHIPPED / cfg.base.key / "config.json").exists(), (name, cfg.base.key)
-    for name in ("study", "study-bpe"):
+    for name in ("study", "study-bpe", "demo"):
         cfg = PRESETS[name]
         tok = load_tokenizer(None, SHIPPED / cfg.base.key)
         longest = max(len(ids) for ids in tokenize_cues(DEFAULT_CUES, tok))
@@ -108,6 +109,9 @@ def test_presets_study_shipped_bases_with_their_own_cue_budget():
     bpe = PRESETS["study-bpe"]
     assert len(load_tokenizer(None, SHIPPED / bpe.base.key)) == bpe.base.vocab_size == 2048
     assert bpe.extension.shared_documents and len(bpe.curve) == 4
+    demo = PRESETS["demo"]  # the main job: the study's base, documents and first curve point, and its shipped arms
+    assert demo.base == bpe.base and demo.extension == replace(bpe.extension, tokens=bpe.extension.tokens // 8)
+    assert demo.shipped and set(demo.seeds) == {shipped_arm(n).seed for n in demo.shipped}
 
 
 def test_learning_curve_points_continue_one_run(tmp_path, study_workdir):
