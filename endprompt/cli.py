@@ -214,7 +214,7 @@ def real_study_report(cfg, results, costs) -> list[Path]:
 def reproduce_command(args) -> int:
     from endprompt import plotting, study_tables
     from endprompt.real_study import REAL_PRESETS
-    from endprompt.reproduce import PRESETS, run_study
+    from endprompt.reproduce import PRESETS, collect_study, run_study
 
     if args.preset in REAL_PRESETS:
         return real_study_command(args)
@@ -231,7 +231,7 @@ def reproduce_command(args) -> int:
     from dataclasses import replace
 
     cfg = replace(cfg, **changes)
-    table = run_study(cfg)
+    table = collect_study(cfg, require_all=False) if args.collect else run_study(cfg)
     # the committed study draws into figures/; other presets next to their own results
     fig_dir = None if cfg.name == "study" and not args.figures_in_out else Path(cfg.out_dir) / "figures"
     paths = plotting.study_figures(study_tables.figure_tables(table, cfg.target_len), cfg.L0, cfg.target_len, fig_dir,
@@ -327,6 +327,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", default=None, help="comma-separated subset of the methods")
     p.add_argument("--curve", default=None, help="learning curves: comma-separated fractions of the budget at which "
                    "every trained arm is evaluated, ending at 1 (e.g. 0.125,0.25,0.5,1)")
+    p.add_argument("--collect", action="store_true",
+                   help="train and evaluate nothing: tables and figures from the runs finished so far (a study in "
+                        "progress), naming the runs left out")
     p.add_argument("--figures-in-out", action="store_true",
                    help="the study preset: write figures next to the results, not into figures/")
     args = parser.parse_args(argv)

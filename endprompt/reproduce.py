@@ -18,6 +18,7 @@ Results: ``<out>/results.csv`` (seed, method, task, length, metric, score, n, st
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -38,8 +39,10 @@ from endprompt.shipped_arms import shipped_arm
 from endprompt.study_base import StudyBase, base_run_dir, pretrain_base
 from endprompt.train import train
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["StudyConfig", "Extension", "Method", "PRESETS", "METHODS", "TRAINED", "TRAINING_FREE", "extension_config",
-           "run_study", "base_scores", "load_trained"]
+           "run_study", "collect_study", "base_scores", "load_trained"]
 
 @dataclass(frozen=True)
 class Method:
@@ -383,34 +386,26 @@ def run_study(cfg: StudyConfig) -> pd.DataFrame:
     base = _base(cfg)
     tokenizer = load_tokenizer(None, base)  # the base's own (byte-level for the shipped base)
     docs = _heldout_docs(tokenizer, cfg)
-    rows, costs, curves = [], [], []
-
     base_model = None
     for seed in cfg.seeds:  # the base is one model; its evaluation varies with the seed's prompts
         run_dir = out / "runs" / f"base-seed{seed}"
-        done = _done(run_dir)
-        if done is None:
+        if not (run_dir / "eval.csv").exists():
             base_model = base_model or load_causal_lm(base, dtype=torch.float32)
             table = _evaluate(base_model, tokenizer, cfg, "base", seed, docs).assign(seed=seed, method="base")
-            done = _save_run(run_dir, table)
-        rows.append(done)
+            _save_run(run_dir, table)
     for seed in cfg.seeds:  # shipped arms: evaluated with the seed's prompts, their cost is their own run's
         for name in cfg.shipped:
             run_dir = out / "runs" / f"{name}-seed{seed}"
-            done = _done(run_dir)
-            if done is None:
+            if not (run_dir / "eval.csv").exists():
                 model, cost = _shipped(cfg, name)
-                done = _save_run(run_dir, _evaluate(model, tokenizer, cfg, name, seed, docs).assign(
+                _save_run(run_dir, _evaluate(model, tokenizer, cfg, name, seed, docs).assign(
                     seed=seed, method=name, **cost))
-            rows.append(done)
-            costs.append({"seed": seed, "method": name, **{k: done[k].iloc[0] for k in COST_COLUMNS}})
     jobs = [(seed, method) for seed in cfg.seeds for method in cfg.methods]
     bar = tqdm(jobs, desc=f"study {cfg.name}", unit="run", disable=not cfg.progress)
     for seed, method in bar:
         bar.set_postfix(method=method, seed=seed, refresh=False)
         run_dir = out / "runs" / f"{method}-seed{seed}"
-        done = _done(run_dir)
-        if done is None:
+        if not (run_dir / "eval.csv").exists():
             if method in TRAINING_FREE:
                 model = _training_free(base, method, cfg, "cpu")
                 cost = {"train_tokens": 0, "wall_time_s": 0.0, "peak_memory_gb": 0.0, "tokens_per_s": np.nan}
@@ -418,17 +413,45 @@ def run_study(cfg: StudyConfig) -> pd.DataFrame:
             else:
                 curve = _trained_arm(cfg, method, base, seed, run_dir, tokenizer, docs)
                 table = curve[curve["budget_fraction"] == 1.0].drop(columns=list(CURVE_COLUMNS))
-            done = _save_run(run_dir, table)
+            _save_run(run_dir, table)
+    table = collect_study(cfg)
+    (out / "wall_time.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
+    return table
+
+
+def collect_study(cfg: StudyConfig, require_all: bool = True) -> pd.DataFrame:
+    """The study's tables from its finished runs (``runs/<name>-seed<seed>/eval.csv``): ``results.csv`` (the base,
+    the shipped arms, then the arms seed by seed), ``costs.csv`` and, where arms have learning curves, ``curves.csv``.
+
+    ``require_all=False`` collects what has finished of a study still in progress (``reproduce --collect``), naming
+    the runs left out; by default a missing run is an error (`run_study` has just made them all).
+    """
+    out = Path(cfg.out_dir)
+    names = ([("base", seed) for seed in cfg.seeds] + [(n, seed) for seed in cfg.seeds for n in cfg.shipped]
+             + [(m, seed) for seed in cfg.seeds for m in cfg.methods])
+    rows, costs, curves, missing = [], [], [], []
+    for name, seed in names:
+        run_dir = out / "runs" / f"{name}-seed{seed}"
+        done = _done(run_dir)
+        if done is None:
+            missing.append(run_dir.name)
+            continue
         rows.append(done)
+        if name != "base":
+            costs.append({"seed": seed, "method": name, **{k: done[k].iloc[0] for k in COST_COLUMNS}})
         if (run_dir / "curve.csv").exists():
             curves.append(pd.read_csv(run_dir / "curve.csv"))
-        costs.append({"seed": seed, "method": method, **{k: done[k].iloc[0] for k in COST_COLUMNS}})
+    if missing and (require_all or not rows):
+        raise FileNotFoundError(f"{out}: no finished run for {', '.join(missing)}; run them with endprompt reproduce "
+                                "(without --collect)")
+    if missing:
+        logger.info("collected %s without the unfinished runs %s", out, ", ".join(missing))
+    atomic_write(out / "study.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=2)))
     table = pd.concat(rows, ignore_index=True)
     atomic_write(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))  # a killed rewrite: the old file
     atomic_write(out / "costs.csv", lambda tmp: pd.DataFrame(costs).to_csv(tmp, index=False))
     if curves:
         curve_table = pd.concat(curves, ignore_index=True)
         atomic_write(out / "curves.csv", lambda tmp: curve_table.to_csv(tmp, index=False))
-    (out / "wall_time.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
     return table
 

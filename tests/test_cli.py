@@ -43,6 +43,23 @@ def test_reproduce_command_at_smoke_size(workdir, monkeypatch, capsys):
     assert "passkey_k_max" in out and (workdir / "smoke" / "figures" / "02_smoke_score_by_length.png").exists()
 
 
+def test_reproduce_collect_tables_the_finished_runs_only(workdir, monkeypatch, capsys):
+    monkeypatch.chdir(workdir)
+    with pytest.raises(SystemExit) as done:
+        main(["reproduce", "--preset", "smoke", "--out", "collect", "--methods", "pi"])
+    assert done.value.code == 0
+    with pytest.raises(SystemExit) as done:  # yarn never ran: collected without it, nothing trained or evaluated
+        main(["reproduce", "--preset", "smoke", "--out", "collect", "--methods", "pi,yarn", "--collect"])
+    assert done.value.code == 0
+    assert set(pd.read_csv(workdir / "collect" / "results.csv")["method"]) == {"base", "pi"}
+    assert not (workdir / "collect" / "runs" / "yarn-seed0").exists()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:  # bad input: exit code 2, the message names the runs and the fix
+        main(["reproduce", "--preset", "smoke", "--out", "nothing", "--methods", "yarn", "--collect"])
+    assert done.value.code == 2
+    assert "no finished run for base-seed0, yarn-seed0; run them" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["reproduce", "--preset", "huge"], "unknown study preset 'huge'; presets are: demo, study, study-bpe, smoke"),
     (["reproduce", "--preset", "smoke", "--methods", "yarn2"], r"unknown methods \['yarn2'\]"),
