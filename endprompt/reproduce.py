@@ -334,10 +334,10 @@ def _done(run_dir: Path) -> pd.DataFrame | None:
     return pd.read_csv(file) if file.exists() else None
 
 
-def _save_run(run_dir: Path, table: pd.DataFrame) -> pd.DataFrame:
+def _save_run(run_dir: Path, table: pd.DataFrame) -> None:
+    """A finished run's rows (`collect_study` reads them back, so a fresh and a resumed study table alike)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "eval.csv", lambda tmp: table.to_csv(tmp, index=False))  # a run's rows: all or none
-    return pd.read_csv(run_dir / "eval.csv")  # the same dtypes as a resumed run's
 
 
 CURVE_COLUMNS = ("budget_fraction", "steps")

@@ -130,6 +130,10 @@ def curve_table(curves: pd.DataFrame, length: int) -> pd.DataFrame:
     return per_seed.drop(columns=["train_tokens", "wall_time_s"]).merge(x, on=["method", "budget_fraction"])
 
 
+COST_TO_QUALITY_COLUMNS = ("method", "measure", "reference_score", "final_score", "reached", "budget_fraction",
+                           "train_tokens", "wall_time_s", "token_fraction", "time_fraction")
+
+
 def cost_to_quality(curves: pd.DataFrame, reference: str = "full") -> pd.DataFrame:
     """Issue 13's question, "at what fraction of full-length fine-tuning's cost does a method reach its quality", from
     learning curves at one length (`curve_table` rows).
@@ -168,4 +172,4 @@ def cost_to_quality(curves: pd.DataFrame, reference: str = "full") -> pd.DataFra
                      "wall_time_s": first["wall_time_s"] if first is not None else np.nan,
                      "token_fraction": first["train_tokens"] / goal["train_tokens"] if first is not None else np.nan,
                      "time_fraction": first["wall_time_s"] / goal["wall_time_s"] if first is not None else np.nan})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=COST_TO_QUALITY_COLUMNS)  # the same columns when nothing was learned

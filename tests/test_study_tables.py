@@ -104,6 +104,9 @@ def test_cost_to_quality_finds_the_first_point_reaching_the_reference():
     assert ppl["reached"] and ppl["budget_fraction"] == 1.0 and ppl["reference_score"] == 40.0
     flat = curves().assign(score=lambda d: d["score"].where(d["task"] != "passkey", 0.0))  # nothing learned
     assert "passkey exact match (%)" not in set(cost_to_quality(curve_table(flat, 2048))["measure"])
+    nothing = flat[flat["task"] == "passkey"]  # no measure learned at all: an empty table with the same columns
+    empty = cost_to_quality(curve_table(nothing, 2048))
+    assert empty.empty and list(empty.columns) == list(cost_to_quality(curve_table(curves(), 2048)).columns)
     with pytest.raises(ValueError, match="'pose' has no learning curve"):
         cost_to_quality(curve_table(curves(), 2048), reference="pose")
 
