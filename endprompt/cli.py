@@ -212,7 +212,9 @@ def real_study_report(cfg, results, costs) -> list[Path]:
 
 
 def reproduce_command(args) -> int:
-    from endprompt import plotting, study_tables
+    import pandas as pd
+
+    from endprompt import claims, plotting, study_tables
     from endprompt.real_study import REAL_PRESETS
     from endprompt.reproduce import PRESETS, collect_study, run_study
 
@@ -242,6 +244,9 @@ def reproduce_command(args) -> int:
     print(summary.to_string(index=False))
     print(f"\npasskey exact match (%) by length; L0 = {cfg.L0}, target = {cfg.target_len}:")
     print(study_tables.passkey_table(table).to_string(index=False, float_format=lambda v: f"{v:.0f}"))
+    judged = pd.read_csv(Path(cfg.out_dir) / "claims.csv")
+    print("\nthe paper's claims (95% intervals over seeds, paired by seed; every comparison in claims.csv):")
+    print(claims.verdicts(judged).to_string(index=False))
     print(f"results: {cfg.out_dir}/results.csv; figures: {', '.join(str(p) for p in paths)}")
     return 0
 

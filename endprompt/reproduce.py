@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from endprompt.batching import EOT_CUE, recipe_spec
 from endprompt.checkpoint import atomic_write
+from endprompt.claims import judge_claims
 from endprompt.config import RecipeConfig, TrainConfig, load_config
 from endprompt.evaluate import evaluate
 from endprompt.modeling import extend_config
@@ -421,7 +422,8 @@ def run_study(cfg: StudyConfig) -> pd.DataFrame:
 
 def collect_study(cfg: StudyConfig, require_all: bool = True) -> pd.DataFrame:
     """The study's tables from its finished runs (``runs/<name>-seed<seed>/eval.csv``): ``results.csv`` (the base,
-    the shipped arms, then the arms seed by seed), ``costs.csv`` and, where arms have learning curves, ``curves.csv``.
+    the shipped arms, then the arms seed by seed), ``costs.csv``, ``claims.csv`` (the paper's claims judged on them,
+    `endprompt.claims.judge_claims`) and, where arms have learning curves, ``curves.csv``.
 
     ``require_all=False`` collects what has finished of a study still in progress (``reproduce --collect``), naming
     the runs left out; by default a missing run is an error (`run_study` has just made them all).
@@ -453,5 +455,7 @@ def collect_study(cfg: StudyConfig, require_all: bool = True) -> pd.DataFrame:
     if curves:
         curve_table = pd.concat(curves, ignore_index=True)
         atomic_write(out / "curves.csv", lambda tmp: curve_table.to_csv(tmp, index=False))
+    judged = judge_claims(table, cfg.L0, cfg.target_len)
+    atomic_write(out / "claims.csv", lambda tmp: judged.to_csv(tmp, index=False))
     return table
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from endprompt import plotting, study_tables
+from endprompt import claims, plotting, study_tables
 from endprompt.reproduce import PRESETS, base_scores, run_study
 
 FAST = os.environ.get("ENDPROMPT_FAST") == "1"
@@ -105,8 +105,22 @@ if curves_csv.exists():
 else:
     print(f"{cfg.name} has no learning curves")
 
+# %% [markdown]
+# ## The paper's claims, judged
+# Each claim is a set of comparisons between two arms on one measure (passkey at $L_0$ and at the target, digit
+# accuracy, niah_single_1 and perplexity at the target), paired by seed, read off the 95% t-interval of the mean
+# difference (`endprompt.claims`): a claim is contradicted when a comparison goes against it, supported when one
+# speaks for it and none against. With three seeds the intervals are wide: "no difference detected" is not "equal".
+
+# %%
+judged = claims.judge_claims(table, cfg.L0, cfg.target_len)
+print(claims.verdicts(judged).to_string(index=False))
+measured = judged[judged["outcome"] != "not measured"]
+print(measured.drop(columns=["label"]).round(2).to_string(index=False))
+
 # %%
 assert {"score_by_length", "tasks_at_target"} <= {p.stem.split(f"02_{cfg.name}_")[-1] for p in paths}
 assert summary["method"].nunique() == table["method"].nunique()
+assert set(claims.verdicts(judged)["claim"]) == set(claims.CLAIMS)
 assert not FAST or {"measure", "reached", "token_fraction", "time_fraction"} <= set(reach.columns)
 print("checks passed")

@@ -41,6 +41,8 @@ def test_reproduce_command_at_smoke_size(workdir, monkeypatch, capsys):
     table = pd.read_csv(workdir / "smoke" / "results.csv")
     assert set(table["method"]) == {"base", "pi"} and (table[table["status"] == "ok"]["score"].notna()).all()
     assert "passkey_k_max" in out and (workdir / "smoke" / "figures" / "02_smoke_score_by_length.png").exists()
+    assert "the paper's claims" in out and "not measured" in out  # no trained arm ran: nothing to judge
+    assert (pd.read_csv(workdir / "smoke" / "claims.csv")["outcome"] == "not measured").all()
 
 
 def test_reproduce_collect_tables_the_finished_runs_only(workdir, monkeypatch, capsys):

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from endprompt import plotting, study_tables
+from endprompt.claims import CLAIM_COLUMNS
 from endprompt.reproduce import PRESETS, TRAINED, Extension, StudyConfig, base_scores, extension_config, run_study
 from endprompt.shipped_arms import shipped_arm
 from tests.tolerances import SNAPSHOT_RTOL
@@ -28,6 +29,10 @@ def test_smoke_study_end_to_end(tmp_path, study_workdir):
     # matched budgets: every trained method saw the same number of physical tokens (up to one batch)
     assert trained["train_tokens"].max() <= 1.5 * trained["train_tokens"].min()
     assert len(base_scores(table, cfg.L0)) > 0
+    judged = pd.read_csv(tmp_path / "out" / "claims.csv")  # the claims judged on what ran: claim (1)'s two arms
+    assert tuple(judged.columns) == CLAIM_COLUMNS
+    claim1 = judged[judged["claim"] == "1"]
+    assert (claim1["seeds"] == len(cfg.seeds)).all() and claim1["mean_a"].notna().all()
     summary = study_tables.study_table(table, cfg.target_len)
     assert set(summary["method"]) == set(table["method"]) and np.isfinite(summary["avg"]).all()
     paths = plotting.study_figures(study_tables.figure_tables(table, cfg.target_len), cfg.L0, cfg.target_len,
