@@ -2,139 +2,187 @@
 
 Each claim is a registry entry (`CLAIMS`): the paper's statement and the comparisons that test it. A comparison is
 one arm against another on one `Measure`, paired by seed: every arm of a study evaluates seed ``s`` on the same
-prompts and held-out text, so the per-seed differences remove the prompts' share of the spread. Its outcome is read
-off the 95% Student-t interval of the mean paired difference:
+prompts and held-out text, so the per-seed differences remove the prompts' share of the spread. Perplexity is
+compared as a log ratio (its differences grow with its level). Three kinds of comparison:
 
-- "<arm> better" when the interval excludes 0 in that arm's favour (the measure's own direction: lower perplexity
-  is better);
-- "no difference detected" when it contains 0 (with 3 seeds the interval is wide: this is not "equal");
-- "one seed: no interval" with fewer than two common seeds, "not measured" when an arm has no rows.
+- ``at-least`` (``a`` matches or beats ``b``): against the claim when ``b`` is better, for it when ``a`` is;
+- ``equivalent`` (claim 3, the wording matters little): for it when the whole 95% interval of the difference lies
+  within the measure's equivalence margin (a two one-sided tests reading), against it when the arms differ;
+- ``loses-ground`` (claim 4): per seed, ``a``'s change from target / 2 to the target minus ``b``'s, i.e. ``a``'s
+  advantage at the target minus its advantage at target / 2; for the claim when ``a`` loses ground.
 
-Claim (4), "EndPrompt is weakest at the target itself", is a difference of differences: per seed, EndPrompt's
-advantage over full-length at the target minus its advantage at half the target; a negative value means EndPrompt
-loses ground at the target. `verdicts` sums a claim's comparisons into one line. Adding a claim touches `CLAIMS` only.
+"Differ" means a two-sided paired t-test below 0.05 after Holm's correction over the claim's comparisons (a claim
+tested on 15 comparisons would otherwise be contradicted by chance about half the time). What cannot be read is said
+so: "not measured", "one seed: no interval", "same difference on every seed: no interval", "both at 0%" (a floor says
+nothing about which is better), "NaN score". `verdicts` sums a claim's comparisons into one line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from endprompt.study_tables import ci95, ok_rows
 
-__all__ = ["Measure", "Comparison", "Claim", "MEASURES", "CLAIMS", "CLAIM_COLUMNS", "per_seed", "compare",
-           "judge_claims", "verdicts"]
+__all__ = ["Measure", "Comparison", "Claim", "MEASURES", "CLAIMS", "CLAIM_COLUMNS", "ALPHA", "per_seed", "compare",
+           "change_gap", "holm", "judge_claims", "verdicts"]
+
+ALPHA = 0.05
+"""Family-wise error rate of a claim's comparisons (Holm), and 1 - the intervals' coverage."""
 
 
 @dataclass(frozen=True)
 class Measure:
-    """One score of a study at one length: ``at`` names the length relative to the study ("L0", "half", "target")."""
+    """One score of a study at one length: ``at`` names the length relative to the study ("L0", "half", "target");
+    ``log`` compares log scores (perplexity); ``margin``: the equivalence margin on the compared scale."""
 
     task: str
     metric: str
     at: str
     label: str
+    margin: float
     lower_is_better: bool = False
+    log: bool = False
 
     def __post_init__(self):
         if self.at not in ("L0", "half", "target"):
             raise ValueError(f"Measure.at={self.at!r}; use 'L0', 'half' (target / 2) or 'target'")
+        if not self.margin > 0:
+            raise ValueError(f"Measure.margin={self.margin!r}; give a positive equivalence margin")
 
     def length(self, L0: int, target_len: int) -> int:
         return {"L0": L0, "half": target_len // 2, "target": target_len}[self.at]
 
 
 MEASURES = {
-    "passkey@L0": Measure("passkey", "accuracy", "L0", "passkey exact match at L0 (%)"),
-    "passkey@target": Measure("passkey", "accuracy", "target", "passkey exact match at the target (%)"),
-    "digits@target": Measure("passkey", "digit_accuracy", "target", "passkey digit accuracy at the target (%)"),
-    "niah@target": Measure("niah_single_1", "string_match_all", "target", "niah_single_1 at the target (%)"),
-    "ppl@target": Measure("perplexity", "ppl_sliding", "target", "held-out perplexity at the target", True),
+    "passkey@L0": Measure("passkey", "accuracy", "L0", "passkey exact match at L0 (%)", 10.0),
+    "passkey@target": Measure("passkey", "accuracy", "target", "passkey exact match at the target (%)", 10.0),
+    "digits@target": Measure("passkey", "digit_accuracy", "target", "passkey digit accuracy at the target (%)", 10.0),
+    "niah@target": Measure("niah_single_1", "string_match_all", "target", "niah_single_1 at the target (%)", 10.0),
+    "ppl@target": Measure("perplexity", "ppl_sliding", "target", "held-out perplexity at the target (log ratio)",
+                          0.05, lower_is_better=True, log=True),
 }
-"""The measures the claims are judged on: retrieval at L0 and at the target, and held-out perplexity."""
+"""The measures the claims are judged on. Margins: 10 points of a percentage; 5% of perplexity (log ratio 0.05)."""
 
-_HALF = {key.replace("@target", "@half"): Measure(m.task, m.metric, "half", m.label.replace("the target", "target/2"),
-                                                   m.lower_is_better)
-         for key, m in MEASURES.items() if m.at == "target"}
+
+def _half(m: Measure) -> Measure:
+    return Measure(m.task, m.metric, "half", m.label, m.margin, m.lower_is_better, m.log)
 
 
 def per_seed(table: pd.DataFrame, method: str, measure: Measure, L0: int, target_len: int) -> pd.Series:
-    """``method``'s score on ``measure`` per seed (mean over the rows of a seed, e.g. the needle depths)."""
+    """``method``'s score on ``measure`` per seed (NaN where an ``ok`` row holds NaN); one row per seed expected."""
     rows = ok_rows(table[(table["method"] == method) & (table["task"] == measure.task)
                          & (table["metric"] == measure.metric) & (table["length"] == measure.length(L0, target_len))])
-    return rows.groupby("seed")["score"].mean()
+    if rows["seed"].duplicated().any():
+        raise ValueError(f"{method}: {rows['seed'].duplicated().sum()} duplicate rows of {measure.task}/"
+                         f"{measure.metric} at {measure.length(L0, target_len)} for one seed; judge a study's "
+                         "results.csv (one row per method, seed, task, metric and length), not curves or appended runs")
+    return rows.set_index("seed")["score"].astype(float)
 
 
-def _outcome(a: str, b: str, diff: float, half_width: float, n: int, lower_is_better: bool) -> str:
-    if n < 2:
-        return "one seed: no interval"
-    if abs(diff) <= half_width:  # half_width 0 when every seed's difference is the same: then any nonzero one counts
-        return "no difference detected"
-    return f"{a if (diff < 0) == lower_is_better else b} better"
-
-
-def _row(claim: str, a: str, b: str, key: str, measure: Measure, diffs: pd.Series, mean_a: float, mean_b: float,
-         length: int | str) -> dict:
+def _stats(claim: str, a: str, b: str, key: str, label: str, length, sa: pd.Series, sb: pd.Series,
+           diffs: pd.Series, means: tuple[float, float], scores: tuple[pd.Series, pd.Series]) -> dict:
+    """The row of one comparison before its outcome: the paired difference's mean, 95% half-width and p-value, and
+    ``status`` when the comparison cannot be read."""
+    common = sa.index.intersection(sb.index)
+    bad = sorted(int(s) for s in common if not np.isfinite(diffs.get(s, np.nan)))
+    diffs = diffs.dropna()
     n = int(diffs.count())
-    diff = float(diffs.mean()) if n else np.nan
-    half_width = ci95(diffs)
-    outcome = "not measured" if n == 0 else _outcome(a, b, diff, half_width, n, measure.lower_is_better)
-    return {"claim": claim, "a": a, "b": b, "measure": key, "label": measure.label, "length": length, "seeds": n,
-            "mean_a": mean_a, "mean_b": mean_b, "diff": diff, "ci95": half_width, "outcome": outcome}
+    status = None
+    if len(common) == 0:
+        status = "not measured"
+    elif bad:
+        status = f"NaN score on seed(s) {', '.join(map(str, bad))}"
+    elif not MEASURES[key].log and all((s == 0).all() for s in scores):
+        status = "both at 0%"
+    elif n < 2:
+        status = "one seed: no interval"
+    elif diffs.std(ddof=1) == 0 and diffs.mean() != 0:
+        status = "same difference on every seed: no interval"
+    mean = float(diffs.mean()) if n else np.nan
+    p = np.nan  # an unreadable comparison is no test: it stays out of Holm's count
+    if status is None and n > 1:
+        p = float(stats.ttest_1samp(diffs, 0.0).pvalue) if diffs.std(ddof=1) > 0 else 1.0  # all differences 0
+    return {"claim": claim, "a": a, "b": b, "measure": key, "label": label, "length": length, "seeds": n,
+            "mean_a": means[0], "mean_b": means[1], "diff": mean, "ci95": ci95(diffs) if n > 1 else np.nan,
+            "p": p, "status": status}
 
 
 def compare(table: pd.DataFrame, claim: str, a: str, b: str, key: str, L0: int, target_len: int) -> dict:
-    """Arm ``a`` against arm ``b`` on `MEASURES` [``key``], paired by the seeds both have: the mean of each (over
-    those seeds), the mean difference a - b, its 95% half-width and the outcome."""
-    measure = MEASURES[key]
-    sa, sb = per_seed(table, a, measure, L0, target_len), per_seed(table, b, measure, L0, target_len)
+    """Arm ``a`` against arm ``b`` on `MEASURES` [``key``], paired by the seeds both have: each arm's mean score over
+    the seeds compared, the mean difference a - b (of logs for perplexity), its 95% half-width and p-value."""
+    m = MEASURES[key]
+    sa, sb = per_seed(table, a, m, L0, target_len), per_seed(table, b, m, L0, target_len)
     common = sa.index.intersection(sb.index)
-    diffs = (sa[common] - sb[common]).astype(float)
-    return _row(claim, a, b, key, measure, diffs, float(sa[common].mean()) if len(common) else np.nan,
-                float(sb[common].mean()) if len(common) else np.nan, measure.length(L0, target_len))
+    scale = np.log if m.log else (lambda x: x)
+    diffs = (scale(sa[common]) - scale(sb[common]))
+    used = diffs.dropna().index
+    return _stats(claim, a, b, key, m.label, m.length(L0, target_len), sa, sb, diffs,
+                  (float(sa[used].mean()), float(sb[used].mean())) if len(used) else (np.nan, np.nan),
+                  (sa[common], sb[common]))
 
 
-def loses_ground(table: pd.DataFrame, claim: str, a: str, b: str, key: str, L0: int, target_len: int) -> dict:
-    """Claim (4)'s test: per seed, ``a``'s advantage over ``b`` at the target minus its advantage at target / 2
-    (advantage in the measure's direction, so a negative difference means ``a`` loses ground at the target). The
-    means are ``a``'s advantage at target / 2 (``mean_a``) and at the target (``mean_b``)."""
-    at, half = MEASURES[key], _HALF[key.replace("@target", "@half")]
-    sign = -1.0 if at.lower_is_better else 1.0
-    adv = {m.at: sign * (per_seed(table, a, m, L0, target_len) - per_seed(table, b, m, L0, target_len)).dropna()
-           for m in (at, half)}
-    common = adv["target"].index.intersection(adv["half"].index)
-    diffs = (adv["target"][common] - adv["half"][common]).astype(float)
-    measure = Measure(at.task, at.metric, "target", f"{at.label}: advantage at the target minus at target/2")
-    row = _row(claim, a, b, key, measure, diffs, float(adv["half"][common].mean()) if len(common) else np.nan,
-               float(adv["target"][common].mean()) if len(common) else np.nan, f"{target_len // 2}->{target_len}")
-    if row["outcome"].endswith(" better"):  # the interval excludes 0: its sign says which way
-        row["outcome"] = f"{a} {'loses' if row['diff'] < 0 else 'gains'} ground at the target"
-    return row
-
-
-Test = Callable[[pd.DataFrame, str, str, str, str, int, int], dict]
+def change_gap(table: pd.DataFrame, claim: str, a: str, b: str, key: str, L0: int, target_len: int) -> dict:
+    """Claim (4)'s test: per seed, ``a``'s change from target / 2 to the target minus ``b``'s (log ratio for
+    perplexity), which equals ``a``'s advantage over ``b`` at the target minus its advantage at target / 2 in raw
+    units. ``mean_a`` and ``mean_b`` are the two arms' mean changes."""
+    m = MEASURES[key]
+    scale = np.log if m.log else (lambda x: x)
+    change, scores = {}, []
+    for arm in (a, b):
+        at, half = per_seed(table, arm, m, L0, target_len), per_seed(table, arm, _half(m), L0, target_len)
+        seeds = at.index.intersection(half.index)
+        change[arm] = scale(at[seeds]) - scale(half[seeds])
+        scores.append(pd.concat([at[seeds], half[seeds]]))
+    common = change[a].index.intersection(change[b].index)
+    diffs = change[a][common] - change[b][common]
+    used = diffs.dropna().index
+    label = f"{m.label.split(' at the target')[0]}: change from target/2 to the target, a minus b"
+    return _stats(claim, a, b, key, label, f"{target_len // 2}->{target_len}", change[a], change[b], diffs,
+                  (float(change[a][used].mean()), float(change[b][used].mean())) if len(used) else (np.nan, np.nan),
+                  tuple(scores))
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """One test of a claim: ``test(table, claim, a, b, measure, L0, target_len)`` and the outcome that supports it
-    (``supports``: "a" when ``a`` must not do worse than ``b``, "none" when no difference is expected, "loses" for
-    claim (4))."""
+    """One test of a claim: ``a`` against ``b`` on `MEASURES` [``measure``], of kind ``at-least``, ``equivalent`` or
+    ``loses-ground`` (see the module's docstring)."""
 
     a: str
     b: str
     measure: str
-    supports: str = "a"
-    test: Test = compare
+    kind: str = "at-least"
 
     def __post_init__(self):
         if self.measure not in MEASURES:
             raise ValueError(f"Comparison.measure={self.measure!r}; measures are {sorted(MEASURES)}")
-        if self.supports not in ("a", "none", "loses"):
-            raise ValueError(f"Comparison.supports={self.supports!r}; use 'a', 'none' or 'loses'")
+        if self.kind not in ("at-least", "equivalent", "loses-ground"):
+            raise ValueError(f"Comparison.kind={self.kind!r}; use 'at-least', 'equivalent' or 'loses-ground'")
+        if self.kind == "loses-ground" and MEASURES[self.measure].at != "target":
+            raise ValueError(f"Comparison {self.a} vs {self.b}: 'loses-ground' compares the target with target / 2; "
+                             f"measure={self.measure!r} is not at the target")
+
+    def run(self, table: pd.DataFrame, claim: str, L0: int, target_len: int) -> dict:
+        test = change_gap if self.kind == "loses-ground" else compare
+        return test(table, claim, self.a, self.b, self.measure, L0, target_len)
+
+    def outcome(self, row: dict, p_holm: float) -> tuple[str, bool | None]:
+        """The comparison's outcome and whether it speaks for the claim (True), against it (False) or neither."""
+        if row["status"]:
+            return row["status"], None
+        m, diff = MEASURES[self.measure], row["diff"]
+        a_better = (diff < 0) == m.lower_is_better  # for loses-ground: a's change is the better one
+        if p_holm < ALPHA:
+            if self.kind == "loses-ground":
+                return f"{self.a} {'gains' if a_better else 'loses'} ground at the target", not a_better
+            winner = self.a if a_better else self.b
+            return f"{winner} better", (a_better if self.kind == "at-least" else False)
+        if self.kind == "equivalent" and abs(diff) + row["ci95"] <= m.margin:
+            return f"equivalent within +-{m.margin:g}", True
+        return "no difference detected", None
 
 
 @dataclass(frozen=True)
@@ -144,8 +192,8 @@ class Claim:
     comparisons: tuple[Comparison, ...]
 
 
-def _each(a: str, b: str, measures=tuple(MEASURES), supports="a", test: Test = compare) -> tuple[Comparison, ...]:
-    return tuple(Comparison(a, b, m, supports, test) for m in measures)
+def _each(a: str, b: str, measures=tuple(MEASURES), kind="at-least") -> tuple[Comparison, ...]:
+    return tuple(Comparison(a, b, m, kind) for m in measures)
 
 
 _AT_TARGET = ("passkey@target", "digits@target", "ppl@target")
@@ -155,42 +203,47 @@ CLAIMS = {c.key: c for c in (
     Claim("2", "ET(PoSE) matches or beats both EndPrompt and PoSE",
           _each("endprompt-pose", "endprompt") + _each("endprompt-pose", "pose")),
     Claim("3", "the end prompt's wording matters little (cue set, \"End.\", end-of-turn token)",
-          _each("endprompt", "endprompt-end", supports="none") + _each("endprompt", "endprompt-eot", supports="none")
-          + _each("endprompt-end", "endprompt-eot", supports="none")),
-    Claim("4", "EndPrompt is weakest at the target length itself (it loses ground to full-length there)",
-          _each("endprompt", "full", _AT_TARGET, supports="loses", test=loses_ground)),
+          tuple(c for a, b in (("endprompt", "endprompt-end"), ("endprompt", "endprompt-eot"),
+                               ("endprompt-end", "endprompt-eot")) for c in _each(a, b, kind="equivalent"))),
+    Claim("4", "EndPrompt loses ground to full-length fine-tuning at the target length itself (its advantage at the "
+          "target is below its advantage at target/2)",
+          _each("endprompt", "full", _AT_TARGET, kind="loses-ground")),
     Claim("yarn", "(issue 13) EndPrompt's recipe still helps under YaRN, whose top frequency is not scaled "
           "(sigma = 1: the smoothing argument does not cover it)",
           _each("endprompt-yarn", "full-yarn") + _each("endprompt-yarn", "endprompt")),
 )}
 """The paper's four claims (and issue 13's YaRN question), each with the comparisons that test it."""
 
-CLAIM_COLUMNS = ("claim", "a", "b", "measure", "label", "length", "seeds", "mean_a", "mean_b", "diff", "ci95",
-                 "outcome", "supports_claim")
-"""`judge_claims`' columns: ``mean_a`` / ``mean_b`` are each arm's mean over the common seeds (for claim (4): ``a``'s
-advantage over ``b`` at target / 2 and at the target), ``diff`` the mean paired difference, ``ci95`` its 95% half-width,
+CLAIM_COLUMNS = ("claim", "a", "b", "measure", "label", "length", "seeds", "mean_a", "mean_b", "diff", "ci95", "p",
+                 "p_holm", "outcome", "supports_claim")
+"""`judge_claims`' columns: ``mean_a`` / ``mean_b`` are each arm's mean over the seeds compared (for claim (4): each
+arm's change from target / 2 to the target), ``diff`` the mean paired difference a - b (of logs for perplexity),
+``ci95`` its 95% half-width, ``p`` the paired t-test's, ``p_holm`` Holm's over the claim's comparisons,
 ``supports_claim`` True / False / None (the outcome speaks for the claim, against it, or neither)."""
 
 
-def _supports(c: Comparison, outcome: str) -> bool | None:
-    """True / False when the outcome speaks for / against the claim; None when it cannot (not measured, one seed,
-    or, for a claim that ``a`` is at least as good, no difference detected: consistent, not evidence)."""
-    if outcome in ("not measured", "one seed: no interval"):
-        return None
-    if c.supports == "a":
-        return False if outcome == f"{c.b} better" else (True if outcome == f"{c.a} better" else None)
-    if c.supports == "none":
-        return outcome == "no difference detected"
-    return outcome == f"{c.a} loses ground at the target" if outcome != "no difference detected" else None
+def holm(p) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN stays NaN and does not count among the tests)."""
+    p = np.asarray(p, dtype=float)
+    out = np.full_like(p, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[j]))
+        out[j] = running
+    return out
 
 
 def judge_claims(table: pd.DataFrame, L0: int, target_len: int, claims: dict[str, Claim] | None = None) -> pd.DataFrame:
     """Every comparison of every claim on a study's results: one tidy row each (`CLAIM_COLUMNS`)."""
     rows = []
     for claim in (claims or CLAIMS).values():
-        for c in claim.comparisons:
-            row = c.test(table, claim.key, c.a, c.b, c.measure, L0, target_len)
-            rows.append({**row, "supports_claim": _supports(c, row["outcome"])})
+        raw = [c.run(table, claim.key, L0, target_len) for c in claim.comparisons]
+        for c, row, p_holm in zip(claim.comparisons, raw, holm([r["p"] for r in raw])):
+            outcome, supports = c.outcome(row, p_holm)
+            rows.append({**row, "p_holm": p_holm, "outcome": outcome, "supports_claim": supports})
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
@@ -205,17 +258,16 @@ def verdicts(judged: pd.DataFrame, claims: dict[str, Claim] | None = None) -> pd
     fewest seeds of a measured comparison and the comparisons on each side."""
     rows = []
     for key, claim in (claims or CLAIMS).items():
-        part = judged[judged["claim"] == key]
-        measured = part[~part["outcome"].isin(["not measured"])]
-        against = part[part["supports_claim"].eq(False)]
-        for_ = part[part["supports_claim"].eq(True)]
+        part = judged[judged["claim"].astype(str) == key]
+        measured = part[part["outcome"] != "not measured"]
+        against, for_ = part[part["supports_claim"].eq(False)], part[part["supports_claim"].eq(True)]
         if measured.empty:
             verdict = "not measured"
         elif not against.empty:
             verdict = "contradicted"
         elif not for_.empty:
             verdict = "supported"
-        elif (measured["outcome"] == "one seed: no interval").all():
+        elif (measured["seeds"] < 2).all():
             verdict = "one seed: no interval"
         else:
             verdict = "no difference detected"

@@ -108,9 +108,11 @@ else:
 # %% [markdown]
 # ## The paper's claims, judged
 # Each claim is a set of comparisons between two arms on one measure (passkey at $L_0$ and at the target, digit
-# accuracy, niah_single_1 and perplexity at the target), paired by seed, read off the 95% t-interval of the mean
-# difference (`endprompt.claims`): a claim is contradicted when a comparison goes against it, supported when one
-# speaks for it and none against. With three seeds the intervals are wide: "no difference detected" is not "equal".
+# accuracy, niah_single_1 and perplexity at the target, the last as a log ratio), paired by seed: two arms differ when
+# the paired t-test is below 0.05 after Holm's correction over the claim's comparisons; claim (3) needs the whole 95%
+# interval within an equivalence margin (10 points, 5% of perplexity), claim (4) compares each arm's change from
+# target/2 to the target (`endprompt.claims`). A claim is contradicted when a comparison goes against it, supported
+# when one speaks for it and none against. With three seeds "no difference detected" is not "equal".
 
 # %%
 judged = claims.judge_claims(table, cfg.L0, cfg.target_len)

@@ -1,4 +1,4 @@
-"""endprompt.claims: paired comparisons against scipy's paired t-test, outcomes, the claim (4) test, verdicts."""
+"""endprompt.claims: paired comparisons against scipy, Holm's correction, the three kinds of outcome, verdicts."""
 
 import numpy as np
 import pandas as pd
@@ -12,9 +12,10 @@ from endprompt.claims import (
     Claim,
     Comparison,
     Measure,
+    change_gap,
     compare,
+    holm,
     judge_claims,
-    loses_ground,
     verdicts,
 )
 from tests.tolerances import FLOAT64_RTOL
@@ -27,108 +28,163 @@ def rows(method: str, scores: dict[int, float], task="passkey", metric="accuracy
              "status": "ok"} for seed, score in scores.items()]
 
 
-def table(*parts: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([r for part in parts for r in part])
-
-
-def test_a_comparison_is_scipys_paired_t_interval():
-    a, b = {0: 60.0, 1: 75.0, 2: 90.0}, {0: 40.0, 1: 70.0, 2: 50.0}
-    row = compare(table(rows("endprompt", a), rows("full", b)), "1", "endprompt", "full", "passkey@target", L0, TARGET)
-    diffs = np.array([a[s] - b[s] for s in (0, 1, 2)])
-    low, high = stats.ttest_rel(list(a.values()), list(b.values())).confidence_interval(0.95)
-    assert row["seeds"] == 3 and row["length"] == TARGET
-    np.testing.assert_allclose([row["diff"], row["ci95"]], [diffs.mean(), (high - low) / 2], rtol=FLOAT64_RTOL)
-    assert row["mean_a"] == pytest.approx(75.0) and row["mean_b"] == pytest.approx(160 / 3)
-    assert row["outcome"] == ("endprompt better" if low > 0 else "no difference detected")
-
-
-def test_pairing_by_seed_removes_the_seeds_shared_spread():
-    # seed effects of +-40 points that both arms share; a is 2 points better on every seed: paired, that is clear
-    seed_effect = {0: 10.0, 1: 50.0, 2: 90.0}
-    a = {s: v + 2 for s, v in seed_effect.items()}
-    row = compare(table(rows("a", a), rows("b", seed_effect)), "x", "a", "b", "passkey@target", L0, TARGET)
-    assert row["diff"] == pytest.approx(2.0) and row["ci95"] == 0 and row["outcome"] == "a better"
-    unpaired = stats.ttest_ind(list(a.values()), list(seed_effect.values()))
-    assert unpaired.pvalue > 0.5  # an unpaired comparison would see nothing
-
-
-@pytest.mark.parametrize(("a", "b", "outcome"), [
-    ({0: 40.0, 1: 41.0, 2: 39.0}, {0: 50.0, 1: 52.0, 2: 51.0}, "a better"),  # lower perplexity wins
-    ({0: 50.0, 1: 52.0, 2: 51.0}, {0: 40.0, 1: 41.0, 2: 39.0}, "b better"),
-    ({0: 40.0, 1: 60.0, 2: 45.0}, {0: 50.0, 1: 41.0, 2: 52.0}, "no difference detected"),
-])
-def test_perplexity_is_better_when_lower(a, b, outcome):
-    t = table(rows("a", a, "perplexity", "ppl_sliding"), rows("b", b, "perplexity", "ppl_sliding"))
-    assert compare(t, "x", "a", "b", "ppl@target", L0, TARGET)["outcome"] == outcome
-
-
-def test_edges_one_seed_unmeasured_arms_and_unpaired_seeds():
-    zeros = table(rows("a", {0: 0.0, 1: 0.0}), rows("b", {0: 0.0, 1: 0.0}))
-    assert compare(zeros, "x", "a", "b", "passkey@target", L0, TARGET)["outcome"] == "no difference detected"
-    one = compare(table(rows("a", {0: 90.0}), rows("b", {0: 10.0})), "x", "a", "b", "passkey@target", L0, TARGET)
-    assert one["outcome"] == "one seed: no interval" and np.isnan(one["ci95"])
-    missing = compare(table(rows("a", {0: 90.0})), "x", "a", "b", "passkey@target", L0, TARGET)
-    assert missing["outcome"] == "not measured" and missing["seeds"] == 0
-    # only the seeds both arms have are compared, and the means are over those seeds
-    part = compare(table(rows("a", {0: 90.0, 1: 80.0, 2: 0.0}), rows("b", {0: 10.0, 1: 20.0})), "x", "a", "b",
-                   "passkey@target", L0, TARGET)
-    assert part["seeds"] == 2 and part["mean_a"] == pytest.approx(85.0)
-    # error rows and other lengths count nowhere
-    noise = table(rows("a", {0: 1e6}, length=L0), [{**rows("a", {1: 1e6})[0], "status": "error"}])
-    assert compare(pd.concat([table(rows("a", {0: 90.0, 1: 80.0}), rows("b", {0: 10.0, 1: 20.0})), noise]), "x", "a",
-                   "b", "passkey@target", L0, TARGET)["mean_a"] == pytest.approx(85.0)
-
-
 def ppl(method: str, at_half: dict, at_target: dict) -> list[dict]:
     return (rows(method, at_half, "perplexity", "ppl_sliding", TARGET // 2)
             + rows(method, at_target, "perplexity", "ppl_sliding", TARGET))
 
 
-def test_claim_4_is_a_difference_of_differences():
-    # EndPrompt: 40 -> 50 from target/2 to the target; full-length: 42 -> 40. EndPrompt's advantage (lower is
-    # better): +2 at target/2, -10 at the target, so it loses 12 points there
-    t = table(ppl("endprompt", {0: 40.0, 1: 41.0, 2: 39.0}, {0: 50.0, 1: 52.0, 2: 49.0}),
-              ppl("full", {0: 42.0, 1: 43.0, 2: 41.0}, {0: 40.0, 1: 41.0, 2: 40.0}))
-    row = loses_ground(t, "4", "endprompt", "full", "ppl@target", L0, TARGET)
-    np.testing.assert_allclose([row["mean_a"], row["mean_b"]], [2.0, -(10 + 11 + 9) / 3], rtol=FLOAT64_RTOL)
-    assert row["diff"] == pytest.approx(row["mean_b"] - row["mean_a"])
-    assert row["outcome"] == "endprompt loses ground at the target" and row["length"] == "1024->2048"
-    swapped = loses_ground(t, "4", "full", "endprompt", "ppl@target", L0, TARGET)
-    assert swapped["outcome"] == "full gains ground at the target"
+def table(*parts: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([r for part in parts for r in part])
+
+
+def judge_one(t: pd.DataFrame, comparison: Comparison) -> pd.Series:
+    claim = {"x": Claim("x", "x", (comparison,))}
+    return judge_claims(t, L0, TARGET, claim).iloc[0]
+
+
+def test_a_comparison_is_scipys_paired_t_test():
+    a, b = {0: 60.0, 1: 75.0, 2: 90.0}, {0: 40.0, 1: 70.0, 2: 50.0}
+    row = compare(table(rows("endprompt", a), rows("full", b)), "1", "endprompt", "full", "passkey@target", L0, TARGET)
+    test = stats.ttest_rel(list(a.values()), list(b.values()))
+    low, high = test.confidence_interval(0.95)
+    assert row["seeds"] == 3 and row["length"] == TARGET and row["status"] is None
+    np.testing.assert_allclose([row["diff"], row["ci95"], row["p"]], [(high + low) / 2, (high - low) / 2, test.pvalue],
+                               rtol=FLOAT64_RTOL)
+    assert row["mean_a"] == pytest.approx(75.0) and row["mean_b"] == pytest.approx(160 / 3)
+
+
+def test_pairing_is_by_seed_label_not_row_order():
+    a = table(rows("a", {0: 90.0, 1: 80.0, 2: 0.0}))
+    b = table(rows("b", {2: 10.0, 1: 20.0}))  # another order, and seed 0 missing
+    row = compare(pd.concat([a, b]), "x", "a", "b", "passkey@target", L0, TARGET)
+    assert row["seeds"] == 2 and row["diff"] == pytest.approx(((80 - 20) + (0 - 10)) / 2)
+    assert row["mean_a"] == pytest.approx(40.0) and row["mean_b"] == pytest.approx(15.0)
+
+
+def test_pairing_removes_the_seeds_shared_spread():
+    # seed effects of +-40 points that both arms share; a is 2-3 points better on every seed: paired, that is clear
+    seed_effect = {0: 10.0, 1: 50.0, 2: 90.0}
+    a = {0: 12.0, 1: 53.0, 2: 92.0}
+    assert judge_one(table(rows("a", a), rows("b", seed_effect)), Comparison("a", "b", "passkey@target"))[
+        "outcome"] == "a better"
+    assert stats.ttest_ind(list(a.values()), list(seed_effect.values())).pvalue > 0.5  # unpaired: nothing
+
+
+@pytest.mark.parametrize(("a", "b", "outcome", "supports"), [
+    ({0: 40.0, 1: 41.0, 2: 39.0}, {0: 50.0, 1: 52.0, 2: 51.0}, "a better", True),  # lower perplexity wins
+    ({0: 50.0, 1: 52.0, 2: 51.0}, {0: 40.0, 1: 41.0, 2: 39.0}, "b better", False),
+    ({0: 40.0, 1: 60.0, 2: 45.0}, {0: 50.0, 1: 41.0, 2: 52.0}, "no difference detected", None),
+])
+def test_perplexity_is_compared_as_a_log_ratio_lower_is_better(a, b, outcome, supports):
+    t = table(ppl("a", {}, a), ppl("b", {}, b))
+    row = judge_one(t, Comparison("a", "b", "ppl@target"))
+    assert row["outcome"] == outcome and row["supports_claim"] == supports
+    assert row["diff"] == pytest.approx(np.mean([np.log(a[s] / b[s]) for s in a]))
+
+
+def test_holm_matches_the_step_down_definition_and_corrects_a_claim():
+    p = [0.01, 0.04, np.nan, 0.03, 0.5]
+    # sorted 0.01, 0.03, 0.04, 0.5 with m = 4: 0.04, 0.09, max(0.09, 0.08), max(0.09, 0.5)
+    np.testing.assert_allclose(holm(p), [0.04, 0.09, np.nan, 0.09, 0.5], rtol=FLOAT64_RTOL)
+    # one comparison at p ~ 0.02 wins alone, and is not enough among five
+    a, b = {0: 60.0, 1: 70.0, 2: 66.0}, {0: 50.0, 1: 52.0, 2: 55.0}
+    t = table(rows("a", a), rows("b", b), *[rows(m, {0: 1.0, 1: 9.0, 2: 5.0}) for m in ("c", "d", "e", "f")],
+              *[rows(m, {0: 2.0, 1: 7.0, 2: 5.5}) for m in ("g", "h", "i", "j")])
+    alone = judge_one(t, Comparison("a", "b", "passkey@target"))
+    assert alone["p"] < 0.05 and alone["outcome"] == "a better"
+    many = (Comparison("a", "b", "passkey@target"),) + tuple(
+        Comparison(x, y, "passkey@target") for x, y in (("c", "g"), ("d", "h"), ("e", "i"), ("f", "j")))
+    judged = judge_claims(t, L0, TARGET, {"x": Claim("x", "x", many)})
+    assert judged.iloc[0]["p_holm"] > 0.05 and judged.iloc[0]["outcome"] == "no difference detected"
+
+
+def test_unreadable_comparisons_say_why():
+    zeros = table(rows("a", {0: 0.0, 1: 0.0}), rows("b", {0: 0.0, 1: 0.0}))
+    assert compare(zeros, "x", "a", "b", "passkey@target", L0, TARGET)["status"] == "both at 0%"
+    one = judge_one(table(rows("a", {0: 90.0}), rows("b", {0: 10.0})), Comparison("a", "b", "passkey@target"))
+    assert one["outcome"] == "one seed: no interval" and np.isnan(one["ci95"]) and one["supports_claim"] is None
+    same = judge_one(table(rows("a", {0: 50.0, 1: 56.25}), rows("b", {0: 43.75, 1: 50.0})),
+                     Comparison("a", "b", "passkey@target"))
+    assert same["outcome"] == "same difference on every seed: no interval" and np.isnan(same["p"])
+    missing = judge_one(table(rows("a", {0: 90.0})), Comparison("a", "b", "passkey@target"))
+    assert missing["outcome"] == "not measured" and missing["seeds"] == 0
+    diverged = table(ppl("a", {}, {0: 40.0, 1: np.nan, 2: 41.0}), ppl("b", {}, {0: 50.0, 1: 51.0, 2: 52.0}))
+    nan = judge_one(diverged, Comparison("a", "b", "ppl@target"))
+    assert nan["outcome"] == "NaN score on seed(s) 1" and nan["seeds"] == 2 and nan["mean_b"] == pytest.approx(51.0)
+    # error rows and other lengths count nowhere; duplicate rows of a seed are refused
+    noise = table(rows("a", {0: 1e6}, length=L0), [{**rows("a", {1: 1e6})[0], "status": "error"}])
+    clean = table(rows("a", {0: 90.0, 1: 80.0}), rows("b", {0: 10.0, 1: 20.0}))
+    assert compare(pd.concat([clean, noise]), "x", "a", "b", "passkey@target", L0, TARGET)["mean_a"] == 85.0
+    with pytest.raises(ValueError, match=r"a: 2 duplicate rows of passkey/accuracy at 2048 for one seed"):
+        compare(pd.concat([clean, clean]), "x", "a", "b", "passkey@target", L0, TARGET)
+
+
+@pytest.mark.parametrize("kind", ["ppl", "passkey"])
+def test_claim_4_is_the_change_from_half_the_target_to_the_target(kind):
+    if kind == "ppl":  # EndPrompt 40 -> 50 (rises), full 42 -> 40 (falls): EndPrompt loses ground
+        t = table(ppl("ep", {0: 40.0, 1: 41.0, 2: 39.0}, {0: 50.0, 1: 52.0, 2: 49.0}),
+                  ppl("full", {0: 42.0, 1: 43.0, 2: 41.0}, {0: 40.0, 1: 41.0, 2: 40.0}))
+        key, ep_change = "ppl@target", np.log([50 / 40, 52 / 41, 49 / 39])
+    else:  # passkey: EndPrompt 80 -> 10 (falls 70), full 60 -> 50 (falls 10): EndPrompt loses ground
+        t = table(rows("ep", {0: 80.0, 1: 75.0, 2: 85.0}, length=TARGET // 2), rows("ep", {0: 10.0, 1: 5.0, 2: 15.0}),
+                  rows("full", {0: 60.0, 1: 55.0, 2: 70.0}, length=TARGET // 2),
+                  rows("full", {0: 50.0, 1: 50.0, 2: 55.0}))
+        key, ep_change = "passkey@target", np.array([-70.0, -70.0, -70.0])
+    row = change_gap(t, "4", "ep", "full", key, L0, TARGET)
+    assert row["length"] == "1024->2048" and row["mean_a"] == pytest.approx(ep_change.mean())
+    assert row["diff"] == pytest.approx(row["mean_a"] - row["mean_b"])
+    assert judge_one(t, Comparison("ep", "full", key, "loses-ground"))["outcome"] == "ep loses ground at the target"
+    swapped = judge_one(t, Comparison("full", "ep", key, "loses-ground"))
+    assert swapped["outcome"] == "full gains ground at the target" and swapped["supports_claim"] == False  # noqa: E712 (numpy bool)
+
+
+def test_claim_4_pairs_the_seeds_both_lengths_have():
+    t = table(ppl("ep", {0: 40.0, 1: 41.0}, {0: 50.0, 1: 52.0, 2: 49.0}), ppl("full", {0: 42.0, 1: 43.0, 2: 41.0},
+                                                                              {0: 40.0, 1: 41.0, 2: 40.0}))
+    assert change_gap(t, "4", "ep", "full", "ppl@target", L0, TARGET)["seeds"] == 2
+
+
+def test_claim_3_needs_equivalence_not_only_no_difference():
+    tight = table(ppl("cue", {}, {0: 40.0, 1: 45.0, 2: 41.0}), ppl("end", {}, {0: 40.4, 1: 45.2, 2: 41.1}))
+    eq = judge_one(tight, Comparison("cue", "end", "ppl@target", "equivalent"))
+    assert eq["outcome"] == "equivalent within +-0.05" and eq["supports_claim"] == True  # noqa: E712 (numpy bool)
+    wide = table(ppl("cue", {}, {0: 40.0, 1: 60.0, 2: 41.0}), ppl("end", {}, {0: 44.0, 1: 54.0, 2: 43.0}))  # mean ~0
+    unclear = judge_one(wide, Comparison("cue", "end", "ppl@target", "equivalent"))
+    assert unclear["outcome"] == "no difference detected" and unclear["supports_claim"] is None
+    apart = table(ppl("cue", {}, {0: 40.0, 1: 41.0, 2: 40.5}), ppl("end", {}, {0: 50.0, 1: 51.0, 2: 50.0}))
+    assert judge_one(apart, Comparison("cue", "end", "ppl@target", "equivalent"))["supports_claim"] == False  # noqa: E712 (numpy bool)
 
 
 def test_judged_rows_and_verdicts():
     # claim 1 contradicted on perplexity, claim 4 supported; claims 2 and 3 have no arms; yarn has one seed
     t = table(ppl("endprompt", {0: 40.0, 1: 41.0, 2: 39.0}, {0: 50.0, 1: 52.0, 2: 49.0}),
               ppl("full", {0: 42.0, 1: 43.0, 2: 41.0}, {0: 40.0, 1: 41.0, 2: 40.0}),
-              ppl("endprompt-yarn", {0: 40.0}, {0: 41.0}), ppl("full-yarn", {0: 40.0}, {0: 40.0}))
+              ppl("endprompt-yarn", {0: 40.0}, {0: 41.0}), ppl("full-yarn", {0: 40.0}, {0: 40.0}),
+              rows("endprompt-yarn", {0: 0.0}), rows("full-yarn", {0: 0.0}))
     judged = judge_claims(t, L0, TARGET)
     assert tuple(judged.columns) == CLAIM_COLUMNS
     assert len(judged) == sum(len(c.comparisons) for c in CLAIMS.values())
     ppl1 = judged[(judged["claim"] == "1") & (judged["measure"] == "ppl@target")].iloc[0]
-    assert ppl1["outcome"] == "full better" and ppl1["supports_claim"] is False
-    retrieval = judged[(judged["claim"] == "1") & (judged["measure"] == "passkey@L0")].iloc[0]
-    assert retrieval["outcome"] == "not measured" and retrieval["supports_claim"] is None
+    assert ppl1["outcome"] == "full better" and ppl1["supports_claim"] == False  # noqa: E712 (numpy bool)
     v = verdicts(judged).set_index("claim")
     assert v.loc["1", "verdict"] == "contradicted" and v.loc["1", "against"] == "endprompt vs full: ppl@target"
     assert v.loc["4", "verdict"] == "supported" and v.loc["4", "seeds"] == 3
     assert v.loc["2", "verdict"] == v.loc["3", "verdict"] == "not measured"
-    assert v.loc["yarn", "verdict"] == "one seed: no interval"
-
-
-def test_claim_3_is_supported_by_no_difference_and_contradicted_by_one():
-    claim = {"3": Claim("3", "wording", (Comparison("cue", "end", "ppl@target", "none"),))}
-    same = table(ppl("cue", {}, {0: 40.0, 1: 45.0, 2: 41.0}), ppl("end", {}, {0: 41.0, 1: 43.0, 2: 42.0}))
-    assert verdicts(judge_claims(same, L0, TARGET, claim), claim)["verdict"].item() == "supported"
-    apart = table(ppl("cue", {}, {0: 40.0, 1: 41.0, 2: 40.5}), ppl("end", {}, {0: 50.0, 1: 51.0, 2: 50.0}))
-    assert verdicts(judge_claims(apart, L0, TARGET, claim), claim)["verdict"].item() == "contradicted"
+    assert v.loc["yarn", "verdict"] == "one seed: no interval"  # one seed and a floor: nothing to read
+    # read back from claims.csv (the claim keys then parse as numbers): the same verdicts
+    read_back = judged.assign(claim=[int(c) if c.isdigit() else c for c in judged["claim"]])
+    assert verdicts(read_back).equals(verdicts(judged))
 
 
 def test_bad_definitions_name_the_fix():
     with pytest.raises(ValueError, match=r"Measure.at='end'; use 'L0', 'half'"):
-        Measure("passkey", "accuracy", "end", "x")
+        Measure("passkey", "accuracy", "end", "x", 10.0)
+    with pytest.raises(ValueError, match=r"Measure.margin=0"):
+        Measure("passkey", "accuracy", "L0", "x", 0)
     with pytest.raises(ValueError, match=r"Comparison.measure='passkey@4096'; measures are"):
         Comparison("a", "b", "passkey@4096")
-    with pytest.raises(ValueError, match=r"Comparison.supports='b'"):
+    with pytest.raises(ValueError, match=r"Comparison.kind='b'"):
         Comparison("a", "b", "ppl@target", "b")
+    with pytest.raises(ValueError, match=r"'loses-ground' compares the target with target / 2; measure='passkey@L0'"):
+        Comparison("a", "b", "passkey@L0", "loses-ground")
     assert MEASURES["ppl@target"].lower_is_better and not MEASURES["passkey@L0"].lower_is_better
