@@ -243,8 +243,25 @@ def reproduce_command(args) -> int:
     print(f"\npasskey exact match (%) by length; L0 = {cfg.L0}, target = {cfg.target_len}:")
     print(study_tables.passkey_table(table).to_string(index=False, float_format=lambda v: f"{v:.0f}"))
     print("\nthe paper's claims (paired by seed, Holm over each claim's comparisons; every comparison in claims.csv):")
-    print(claims.verdicts(claims.judge_claims(table, cfg.L0, cfg.target_len)).to_string(index=False))
+    print_verdicts(claims.judge_claims(table, cfg.L0, cfg.target_len))
     print(f"results: {cfg.out_dir}/results.csv; figures: {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def print_verdicts(judged) -> None:
+    """`endprompt.claims.verdicts`, a claim to two lines."""
+    from endprompt import claims
+
+    for row in claims.verdicts(judged).to_dict("records"):
+        print(f"({row['claim']}) {row['statement']}\n    {row['verdict']} ({row['seeds']} seeds); for: {row['for']}; "
+              f"against: {row['against']}")
+
+
+def claims_command(args) -> int:
+    from endprompt.reproduce import judge_study
+
+    print_verdicts(judge_study(args.study))
+    print(f"every comparison: {args.study / 'claims.csv'}")
     return 0
 
 
@@ -334,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
                         "progress), naming the runs left out")
     p.add_argument("--figures-in-out", action="store_true",
                    help="the study preset: write figures next to the results, not into figures/")
+    p = sub.add_parser("claims", help="judge the paper's claims on a study's results.csv (writes claims.csv)")
+    p.add_argument("study", type=Path, help="a study's output directory, e.g. results/study")
     args = parser.parse_args(argv)
     _show_logs()
     if args.command == "demo":
@@ -342,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "train" and not args.preset and not args.config:
         parser.error("train needs --preset or --config")
     command = {"train": train_command, "eval": eval_command, "lm-eval": lm_eval_command,
-               "reproduce": reproduce_command}[args.command]
+               "reproduce": reproduce_command, "claims": claims_command}[args.command]
     try:
         code = command(args)
     except (ValueError, FileNotFoundError) as err:  # bad input: the message names the value and the fix

@@ -1,5 +1,6 @@
 """endprompt.cli: the demo and the reproduce command end to end at smoke size, and bad input as exit code 2."""
 
+import json
 import re
 import subprocess
 import sys
@@ -18,8 +19,32 @@ def workdir(study_workdir):
 
 def test_help_is_instant_and_lists_the_commands():
     out = subprocess.run([sys.executable, "-m", "endprompt.cli", "--help"], capture_output=True, text=True, check=True)
-    for command in ("demo", "train", "eval", "reproduce"):
+    for command in ("demo", "train", "eval", "reproduce", "claims"):
         assert command in out.stdout
+
+
+@pytest.mark.parametrize("layout", ["nested", "flat"])  # study.json as StudyConfig writes it, and the byte study's
+def test_claims_judges_a_committed_studys_tables(tmp_path, capsys, layout):
+    ppl = [(m, s, n, v) for m, vals in (("endprompt", (40, 41, 39, 50, 52, 49)), ("full", (42, 43, 41, 40, 41, 40)))
+           for s in range(3) for n, v in ((1024, vals[s]), (2048, vals[3 + s]))]
+    pd.DataFrame([{"method": m, "seed": s, "task": "perplexity", "metric": "ppl_sliding", "length": n, "score": v,
+                   "status": "ok"} for m, s, n, v in ppl]).to_csv(tmp_path / "results.csv", index=False)
+    settings = {"base": {"L0": 256}, "extension": {"factor": 8}} if layout == "nested" else {"L0": 256, "factor": 8}
+    (tmp_path / "study.json").write_text(json.dumps(settings))
+    with pytest.raises(SystemExit) as done:
+        main(["claims", str(tmp_path)])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "(4) EndPrompt loses ground" in out and "supported (3 seeds); for: endprompt vs full: ppl@target" in out
+    judged = pd.read_csv(tmp_path / "claims.csv")
+    assert set(judged[judged["measure"] == "ppl@target"]["length"]) == {"2048", "1024->2048"}
+    (tmp_path / "study.json").write_text(json.dumps({"L0": 256}))
+    with pytest.raises(SystemExit) as done:  # bad input: exit code 2, the message names the value and the fix
+        main(["claims", str(tmp_path)])
+    assert done.value.code == 2 and "names no L0 and factor (found L0=256, factor=None)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        main(["claims", str(tmp_path / "nothing")])
+    assert done.value.code == 2 and "has no results.csv or study.json" in capsys.readouterr().err
 
 
 def test_demo_at_smoke_size(workdir, monkeypatch, capsys):
