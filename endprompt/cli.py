@@ -212,7 +212,9 @@ def real_study_report(cfg, results, costs) -> list[Path]:
 
 
 def reproduce_command(args) -> int:
-    from endprompt import claims, plotting, study_tables
+    import pandas as pd
+
+    from endprompt import plotting, study_tables
     from endprompt.real_study import REAL_PRESETS
     from endprompt.reproduce import PRESETS, collect_study, run_study
 
@@ -243,7 +245,7 @@ def reproduce_command(args) -> int:
     print(f"\npasskey exact match (%) by length; L0 = {cfg.L0}, target = {cfg.target_len}:")
     print(study_tables.passkey_table(table).to_string(index=False, float_format=lambda v: f"{v:.0f}"))
     print("\nthe paper's claims (paired by seed, Holm over each claim's comparisons; every comparison in claims.csv):")
-    print_verdicts(claims.judge_claims(table, cfg.L0, cfg.target_len))
+    print_verdicts(pd.read_csv(Path(cfg.out_dir) / "claims.csv", dtype={"claim": str}))  # collect_study judged them
     print(f"results: {cfg.out_dir}/results.csv; figures: {', '.join(str(p) for p in paths)}")
     return 0
 
