@@ -31,6 +31,7 @@ import random
 import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -83,9 +84,13 @@ def _fsync_dir(path: Path) -> None:
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """``write(tmp)`` into a temporary file next to ``path``, sync it and rename it over ``path``: readers see the old
-    file or the new one, never half of one."""
+    file or the new one, never half of one. The temporary name is unique (``mkstemp``), so two processes rewriting the
+    same file (two ``reproduce`` chains sharing a study directory) never rename or delete each other's half-written
+    file: the last complete write wins."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:

@@ -81,6 +81,20 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
     assert target.read_text() == "a,b\n1,2\n" and os.listdir(tmp_path) == ["results.csv"]
 
 
+def test_atomic_write_survives_a_second_writer_of_the_same_file(tmp_path):
+    """Two processes rewriting one file (two `reproduce` chains writing study.json) must not share a temporary name:
+    the inner write below lands while the outer one is half done, as the second process's would."""
+    target = tmp_path / "study.json"
+
+    def outer(tmp):
+        tmp.write_text("outer")
+        C.atomic_write(target, lambda inner_tmp: inner_tmp.write_text("inner"))
+        assert tmp.read_text() == "outer"  # the other writer neither replaced nor deleted this half
+
+    C.atomic_write(target, outer)
+    assert target.read_text() == "outer" and os.listdir(tmp_path) == ["study.json"]
+
+
 def test_rng_state_round_trips_through_weights_only_loading(tmp_path):
     torch.manual_seed(1), np.random.seed(2), random.seed(3)
     np.random.standard_normal()  # leaves a cached Gaussian in numpy's state
