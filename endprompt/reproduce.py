@@ -420,14 +420,9 @@ def run_study(cfg: StudyConfig) -> pd.DataFrame:
     return table
 
 
-def judge_study(out_dir: str | Path) -> pd.DataFrame:
-    """The paper's claims judged on a study's ``results.csv`` (`endprompt.claims.judge_claims`), its lengths read from
-    its ``study.json``; written to ``claims.csv`` beside them. For a study committed as tables only (no ``runs/``)."""
+def study_lengths(out_dir: str | Path) -> tuple[int, int]:
+    """``(L0, target_len)`` of a study saved as tables, read from its ``study.json``."""
     out = Path(out_dir)
-    missing = [n for n in ("results.csv", "study.json") if not (out / n).exists()]
-    if missing:
-        raise FileNotFoundError(f"{out} has no {' or '.join(missing)}; give the output directory of endprompt "
-                                "reproduce (e.g. results/study)")
     settings = json.loads((out / "study.json").read_text())
     # study.json as StudyConfig writes it (base.L0, extension.factor), or flat as the byte-base study wrote it
     nested = "base" in settings and "extension" in settings
@@ -436,7 +431,18 @@ def judge_study(out_dir: str | Path) -> pd.DataFrame:
     if not (isinstance(L0, int) and isinstance(factor, int)):
         raise ValueError(f"{out / 'study.json'} names no L0 and factor (found L0={L0!r}, factor={factor!r}); it "
                          "must be the study.json that endprompt reproduce wrote")
-    judged = judge_claims(pd.read_csv(out / "results.csv"), L0, L0 * factor)
+    return L0, L0 * factor
+
+
+def judge_study(out_dir: str | Path) -> pd.DataFrame:
+    """The paper's claims judged on a study's ``results.csv`` (`endprompt.claims.judge_claims`), its lengths read from
+    its ``study.json``; written to ``claims.csv`` beside them. For a study committed as tables only (no ``runs/``)."""
+    out = Path(out_dir)
+    missing = [n for n in ("results.csv", "study.json") if not (out / n).exists()]
+    if missing:
+        raise FileNotFoundError(f"{out} has no {' or '.join(missing)}; give the output directory of endprompt "
+                                "reproduce (e.g. results/study)")
+    judged = judge_claims(pd.read_csv(out / "results.csv"), *study_lengths(out))
     atomic_write(out / "claims.csv", lambda tmp: judged.to_csv(tmp, index=False))
     return judged
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["RETRIEVAL_TASKS", "AUX_METRICS", "CURVE_MEASURES", "ok_rows", "study_scores", "passkey_digits", "ci95",
-           "study_table", "passkey_table", "figure_tables", "curve_table", "cost_to_quality"]
+           "study_table", "passkey_table", "figure_tables", "curve_table", "cost_to_quality", "seed_table"]
 
 RETRIEVAL_TASKS = ("passkey", "niah_single_1", "niah_multikey_2", "vt")
 AUX_METRICS = ("k_max", "digit_accuracy")
@@ -173,3 +173,41 @@ def cost_to_quality(curves: pd.DataFrame, reference: str = "full") -> pd.DataFra
                      "token_fraction": first["train_tokens"] / goal["train_tokens"] if first is not None else np.nan,
                      "time_fraction": first["wall_time_s"] / goal["wall_time_s"] if first is not None else np.nan})
     return pd.DataFrame(rows, columns=COST_TO_QUALITY_COLUMNS)  # the same columns when nothing was learned
+
+
+def seed_table(results: pd.DataFrame, curves: pd.DataFrame, costs: pd.DataFrame, target_len: int,
+               pooled: tuple[str, ...] = ("base", "pi", "dynamic-ntk", "yarn")) -> pd.DataFrame:
+    """The README's per-seed table: one row per method and seed, or one row per method for the ``pooled`` ones (the
+    base and the training-free arms: no training, so their seeds differ only in the prompts drawn; ``seed`` then
+    reads ``"0-2"`` and the scores are the means over seeds). Columns: ``train_tokens`` (``costs.csv``; NaN where
+    none), ``passkey@<n>`` (exact match at each evaluated length), ``digits@target``, and held-out sliding-window
+    perplexity at the target after the first learning-curve point (``ppl_first``, NaN without curves) and after
+    the whole budget (``ppl_final``)."""
+    at = {"passkey": ok_rows(results[(results["task"] == "passkey") & (results["metric"] == "accuracy")]),
+          "digits": ok_rows(results[(results["task"] == "passkey") & (results["metric"] == "digit_accuracy")
+                                    & (results["length"] == target_len)]),
+          "ppl": ok_rows(results[(results["metric"] == "ppl_sliding") & (results["length"] == target_len)])}
+    first = ok_rows(curves[(curves["metric"] == "ppl_sliding") & (curves["length"] == target_len)]) \
+        if len(curves) else curves
+    if len(first):
+        first = first[first["budget_fraction"] == first["budget_fraction"].min()]
+    lengths = sorted(at["passkey"]["length"].unique())
+
+    def mean(frame: pd.DataFrame, method: str, seeds: list) -> float:
+        hit = frame[(frame["method"] == method) & frame["seed"].isin(seeds)]["score"] if len(frame) else []
+        return float(np.mean(hit)) if len(hit) else float("nan")
+
+    rows = []
+    for method in pd.unique(results["method"]):
+        seeds = sorted(results.loc[results["method"] == method, "seed"].unique())
+        groups = [(f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0]), seeds)] if method in pooled \
+            else [(str(s), [s]) for s in seeds]
+        for label, group in groups:
+            tokens = costs[(costs["method"] == method) & costs["seed"].isin(group)]["train_tokens"]
+            rows.append({"method": method, "seed": label,
+                         "train_tokens": float(tokens.mean()) if len(tokens) else float("nan"),
+                         **{f"passkey@{n}": mean(at["passkey"][at["passkey"]["length"] == n], method, group)
+                            for n in lengths},
+                         "digits@target": mean(at["digits"], method, group),
+                         "ppl_first": mean(first, method, group), "ppl_final": mean(at["ppl"], method, group)})
+    return pd.DataFrame(rows)

@@ -12,6 +12,7 @@ from endprompt.study_tables import (
     figure_tables,
     passkey_digits,
     passkey_table,
+    seed_table,
     study_scores,
     study_table,
 )
@@ -119,3 +120,20 @@ def test_passkey_table_is_exact_match_per_method_and_length():
     # endprompt: 50 + 10 seed + 20 (passkey) - 5 at 2048, mean over seeds 0..2 -> 80 and 75; pi: 40 and 35
     assert table.loc["endprompt", "passkey@256"] == 80.0 and table.loc["endprompt", "passkey@2048"] == 75.0
     assert table.loc["pi", "passkey@2048"] == 35.0 and table.loc["pi", "train_tokens"] == 100
+
+
+def test_seed_table_rows_per_seed_pooled_arms_and_first_curve_point():
+    table = results()
+    table.loc[(table["task"] == "passkey") & (table["metric"] == "exact_match"), "metric"] = "accuracy"
+    table = table[~((table["method"] == "endprompt") & (table["seed"] == 2))]  # seeds may be missing for one arm
+    trained = table[table["method"] == "endprompt"]
+    curves = pd.concat([trained.assign(budget_fraction=f, score=trained["score"] * f) for f in (0.5, 1.0)])
+    costs = pd.DataFrame({"method": ["endprompt", "endprompt"], "seed": [0, 1], "train_tokens": [100.0, 120.0]})
+    got = seed_table(table, curves, costs, 2048, pooled=("pi",)).set_index(["method", "seed"])
+    assert list(got.index) == [("endprompt", "0"), ("endprompt", "1"), ("pi", "0-2")]
+    # passkey exact match of endprompt seed 1 at 2048: 50 + 10 + 20 - 5; pi pooled: mean of 10+20-5 + 10 * (0, 1, 2)
+    assert got.loc[("endprompt", "1"), "passkey@2048"] == 75.0 and got.loc[("pi", "0-2"), "passkey@2048"] == 35.0
+    assert got.loc[("endprompt", "1"), "digits@target"] == 41.0 and got.loc[("pi", "0-2"), "digits@target"] == 41.0
+    assert got.loc[("endprompt", "0"), "train_tokens"] == 100.0 and np.isnan(got.loc[("pi", "0-2"), "train_tokens"])
+    assert got.loc[("endprompt", "0"), "ppl_first"] == 2.5 and got.loc[("endprompt", "0"), "ppl_final"] == 5.0
+    assert np.isnan(got.loc[("pi", "0-2"), "ppl_first"])  # no curve for a training-free arm
