@@ -6,15 +6,18 @@ prompts and held-out text, so the per-seed differences remove the prompts' share
 compared as a log ratio (its differences grow with its level). Three kinds of comparison:
 
 - ``at-least`` (``a`` matches or beats ``b``): against the claim when ``b`` is better, for it when ``a`` is;
-- ``equivalent`` (claim 3, the wording matters little): for it when the whole 95% interval of the difference lies
-  within the measure's equivalence margin (a two one-sided tests reading), against it when the arms differ;
+- ``equivalent`` (claim 3, the wording matters little): for it when the whole two-sided 95% interval of the difference
+  lies within the measure's equivalence margin (two one-sided tests at 2.5% each, stricter than the usual 90%
+  interval), whatever the t-test says (a small steady difference inside the margin is equivalence); against it when
+  the arms differ by a margin the interval does not rule out;
 - ``loses-ground`` (claim 4): per seed, ``a``'s change from target / 2 to the target minus ``b``'s, i.e. ``a``'s
   advantage at the target minus its advantage at target / 2; for the claim when ``a`` loses ground.
 
 "Differ" means a two-sided paired t-test below 0.05 after Holm's correction over the claim's comparisons (a claim
 tested on 15 comparisons would otherwise be contradicted by chance about half the time). What cannot be read is said
-so: "not measured", "one seed: no interval", "same difference on every seed: no interval", "both at 0%" (a floor says
-nothing about which is better), "NaN score". `verdicts` sums a claim's comparisons into one line.
+so: "not measured", "one seed: no interval", "same difference on every seed: no interval" (two arms at the same
+ceiling included), "both at 0%" (a floor says nothing about which is better; for claim (4): "both at 0% at the
+target"), "NaN score". `verdicts` sums a claim's comparisons into one line.
 """
 
 from __future__ import annotations
@@ -84,9 +87,10 @@ def per_seed(table: pd.DataFrame, method: str, measure: Measure, L0: int, target
 
 
 def _stats(claim: str, a: str, b: str, key: str, label: str, length, sa: pd.Series, sb: pd.Series,
-           diffs: pd.Series, means: tuple[float, float], scores: tuple[pd.Series, pd.Series]) -> dict:
+           diffs: pd.Series, means: tuple[float, float], scores: tuple[pd.Series, pd.Series],
+           floor: str = "both at 0%") -> dict:
     """The row of one comparison before its outcome: the paired difference's mean, 95% half-width and p-value, and
-    ``status`` when the comparison cannot be read."""
+    ``status`` when the comparison cannot be read (``floor``: the status when both arms' ``scores`` are all 0)."""
     common = sa.index.intersection(sb.index)
     bad = sorted(int(s) for s in common if not np.isfinite(diffs.get(s, np.nan)))
     diffs = diffs.dropna()
@@ -97,17 +101,17 @@ def _stats(claim: str, a: str, b: str, key: str, label: str, length, sa: pd.Seri
     elif bad:
         status = f"NaN score on seed(s) {', '.join(map(str, bad))}"
     elif not MEASURES[key].log and all((s == 0).all() for s in scores):
-        status = "both at 0%"
+        status = floor
     elif n < 2:
         status = "one seed: no interval"
-    elif diffs.std(ddof=1) == 0 and diffs.mean() != 0:
+    elif diffs.std(ddof=1) == 0:  # a zero-width interval: a shared ceiling (100% on every seed) reads like a floor
         status = "same difference on every seed: no interval"
     mean = float(diffs.mean()) if n else np.nan
     p = np.nan  # an unreadable comparison is no test: it stays out of Holm's count
-    if status is None and n > 1:
-        p = float(stats.ttest_1samp(diffs, 0.0).pvalue) if diffs.std(ddof=1) > 0 else 1.0  # all differences 0
+    if status is None:
+        p = float(stats.ttest_1samp(diffs, 0.0).pvalue)
     return {"claim": claim, "a": a, "b": b, "measure": key, "label": label, "length": length, "seeds": n,
-            "mean_a": means[0], "mean_b": means[1], "diff": mean, "ci95": ci95(diffs) if n > 1 else np.nan,
+            "mean_a": means[0], "mean_b": means[1], "diff": mean, "ci95": ci95(diffs) if status is None else np.nan,
             "p": p, "status": status}
 
 
@@ -128,7 +132,8 @@ def compare(table: pd.DataFrame, claim: str, a: str, b: str, key: str, L0: int, 
 def change_gap(table: pd.DataFrame, claim: str, a: str, b: str, key: str, L0: int, target_len: int) -> dict:
     """Claim (4)'s test: per seed, ``a``'s change from target / 2 to the target minus ``b``'s (log ratio for
     perplexity), which equals ``a``'s advantage over ``b`` at the target minus its advantage at target / 2 in raw
-    units. ``mean_a`` and ``mean_b`` are the two arms' mean changes."""
+    units. ``mean_a`` and ``mean_b`` are the two arms' mean changes. Both arms at 0 at the target cannot be read
+    (the test would only see ``a``'s advantage at target / 2, not what happens at the target)."""
     m = MEASURES[key]
     scale = np.log if m.log else (lambda x: x)
     change, scores = {}, []
@@ -136,14 +141,14 @@ def change_gap(table: pd.DataFrame, claim: str, a: str, b: str, key: str, L0: in
         at, half = per_seed(table, arm, m, L0, target_len), per_seed(table, arm, _half(m), L0, target_len)
         seeds = at.index.intersection(half.index)
         change[arm] = scale(at[seeds]) - scale(half[seeds])
-        scores.append(pd.concat([at[seeds], half[seeds]]))
+        scores.append(at[seeds])
     common = change[a].index.intersection(change[b].index)
     diffs = change[a][common] - change[b][common]
     used = diffs.dropna().index
     label = f"{m.label.split(' at the target')[0]}: change from target/2 to the target, a minus b"
     return _stats(claim, a, b, key, label, f"{target_len // 2}->{target_len}", change[a], change[b], diffs,
                   (float(change[a][used].mean()), float(change[b][used].mean())) if len(used) else (np.nan, np.nan),
-                  tuple(scores))
+                  tuple(s[s.index.isin(common)] for s in scores), floor="both at 0% at the target")
 
 
 @dataclass(frozen=True)
@@ -175,13 +180,13 @@ class Comparison:
             return row["status"], None
         m, diff = MEASURES[self.measure], row["diff"]
         a_better = (diff < 0) == m.lower_is_better  # for loses-ground: a's change is the better one
+        if self.kind == "equivalent" and abs(diff) + row["ci95"] <= m.margin:
+            return f"equivalent within +-{m.margin:g}", True  # a difference may be real and still inside the margin
         if p_holm < ALPHA:
             if self.kind == "loses-ground":
                 return f"{self.a} {'gains' if a_better else 'loses'} ground at the target", not a_better
             winner = self.a if a_better else self.b
             return f"{winner} better", (a_better if self.kind == "at-least" else False)
-        if self.kind == "equivalent" and abs(diff) + row["ci95"] <= m.margin:
-            return f"equivalent within +-{m.margin:g}", True
         return "no difference detected", None
 
 
@@ -214,8 +219,8 @@ CLAIMS = {c.key: c for c in (
 )}
 """The paper's four claims (and issue 13's YaRN question), each with the comparisons that test it."""
 
-CLAIM_COLUMNS = ("claim", "a", "b", "measure", "label", "length", "seeds", "mean_a", "mean_b", "diff", "ci95", "p",
-                 "p_holm", "outcome", "supports_claim")
+CLAIM_COLUMNS = ("claim", "a", "b", "measure", "kind", "label", "length", "seeds", "mean_a", "mean_b", "diff", "ci95",
+                 "p", "p_holm", "outcome", "supports_claim")
 """`judge_claims`' columns: ``mean_a`` / ``mean_b`` are each arm's mean over the seeds compared (for claim (4): each
 arm's change from target / 2 to the target), ``diff`` the mean paired difference a - b (of logs for perplexity),
 ``ci95`` its 95% half-width, ``p`` the paired t-test's, ``p_holm`` Holm's over the claim's comparisons,
@@ -243,7 +248,7 @@ def judge_claims(table: pd.DataFrame, L0: int, target_len: int, claims: dict[str
         raw = [c.run(table, claim.key, L0, target_len) for c in claim.comparisons]
         for c, row, p_holm in zip(claim.comparisons, raw, holm([r["p"] for r in raw])):
             outcome, supports = c.outcome(row, p_holm)
-            rows.append({**row, "p_holm": p_holm, "outcome": outcome, "supports_claim": supports})
+            rows.append({**row, "kind": c.kind, "p_holm": p_holm, "outcome": outcome, "supports_claim": supports})
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
@@ -253,9 +258,15 @@ def _names(frame: pd.DataFrame) -> str:
 
 def verdicts(judged: pd.DataFrame, claims: dict[str, Claim] | None = None) -> pd.DataFrame:
     """One line per claim from `judge_claims`' rows: "contradicted" when a comparison goes against it, "supported"
-    when at least one speaks for it and none against, "no difference detected" when the measured comparisons are
+    when at least one speaks for it and none against (for an equivalence, every readable comparison must show it:
+    "no difference detected" is no evidence that two arms are alike, so one equivalent comparison among inconclusive
+    ones makes the claim "partly supported"), "no difference detected" when the measured comparisons are
     inconclusive, "one seed: no interval" when each had one seed, "not measured" when none could be made; with the
     fewest seeds of a measured comparison and the comparisons on each side."""
+    missing = sorted(set(CLAIM_COLUMNS) - set(judged.columns))
+    if missing:
+        raise ValueError(f"the judged rows lack column(s) {missing}: a claims.csv from an older endprompt; judge the "
+                         "study again with `endprompt claims <study dir>`")
     rows = []
     for key, claim in (claims or CLAIMS).items():
         part = judged[judged["claim"].astype(str) == key]
@@ -266,7 +277,8 @@ def verdicts(judged: pd.DataFrame, claims: dict[str, Claim] | None = None) -> pd
         elif not against.empty:
             verdict = "contradicted"
         elif not for_.empty:
-            verdict = "supported"
+            inconclusive = part["outcome"].eq("no difference detected") & part["kind"].eq("equivalent")
+            verdict = "partly supported" if inconclusive.any() else "supported"
         elif (measured["seeds"] < 2).all():
             verdict = "one seed: no interval"
         else:

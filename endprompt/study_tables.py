@@ -179,7 +179,7 @@ def seed_table(results: pd.DataFrame, curves: pd.DataFrame, costs: pd.DataFrame,
                pooled: tuple[str, ...] = ("base", "pi", "dynamic-ntk", "yarn")) -> pd.DataFrame:
     """The README's per-seed table: one row per method and seed, or one row per method for the ``pooled`` ones (the
     base and the training-free arms: no training, so their seeds differ only in the prompts drawn; ``seed`` then
-    reads ``"0-2"`` and the scores are the means over seeds). Columns: ``train_tokens`` (``costs.csv``; NaN where
+    reads ``"0-2"``, or ``"0,2"`` for seeds that are not consecutive, and the scores are the means over seeds). Columns: ``train_tokens`` (``costs.csv``; NaN where
     none), ``passkey@<n>`` (exact match at each evaluated length), ``digits@target``, and held-out sliding-window
     perplexity at the target after the first learning-curve point (``ppl_first``, NaN without curves) and after
     the whole budget (``ppl_final``)."""
@@ -189,8 +189,8 @@ def seed_table(results: pd.DataFrame, curves: pd.DataFrame, costs: pd.DataFrame,
           "ppl": ok_rows(results[(results["metric"] == "ppl_sliding") & (results["length"] == target_len)])}
     first = ok_rows(curves[(curves["metric"] == "ppl_sliding") & (curves["length"] == target_len)]) \
         if len(curves) else curves
-    if len(first):
-        first = first[first["budget_fraction"] == first["budget_fraction"].min()]
+    if len(first):  # each method's own first point (a method may have been evaluated at other points)
+        first = first[first["budget_fraction"] == first.groupby("method")["budget_fraction"].transform("min")]
     lengths = sorted(at["passkey"]["length"].unique())
 
     def mean(frame: pd.DataFrame, method: str, seeds: list) -> float:
@@ -200,7 +200,9 @@ def seed_table(results: pd.DataFrame, curves: pd.DataFrame, costs: pd.DataFrame,
     rows = []
     for method in pd.unique(results["method"]):
         seeds = sorted(results.loc[results["method"] == method, "seed"].unique())
-        groups = [(f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0]), seeds)] if method in pooled \
+        span = f"{seeds[0]}-{seeds[-1]}" if list(seeds) == list(range(seeds[0], seeds[-1] + 1)) \
+            else ",".join(map(str, seeds))
+        groups = [(span if len(seeds) > 1 else str(seeds[0]), seeds)] if method in pooled \
             else [(str(s), [s]) for s in seeds]
         for label, group in groups:
             tokens = costs[(costs["method"] == method) & costs["seed"].isin(group)]["train_tokens"]

@@ -112,7 +112,8 @@ else:
 # the paired t-test is below 0.05 after Holm's correction over the claim's comparisons; claim (3) needs the whole 95%
 # interval within an equivalence margin (10 points, 5% of perplexity), claim (4) compares each arm's change from
 # target/2 to the target (`endprompt.claims`). A claim is contradicted when a comparison goes against it, supported
-# when one speaks for it and none against. With three seeds "no difference detected" is not "equal".
+# when one speaks for it and none against (claim (3): when every readable comparison is equivalent; partly supported
+# when some are and the others inconclusive). With three seeds "no difference detected" is not "equal".
 
 # %%
 judged = claims.judge_claims(table, cfg.L0, cfg.target_len)

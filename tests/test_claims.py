@@ -155,6 +155,48 @@ def test_claim_3_needs_equivalence_not_only_no_difference():
     assert judge_one(apart, Comparison("cue", "end", "ppl@target", "equivalent"))["supports_claim"] == False  # noqa: E712 (numpy bool)
 
 
+def test_a_steady_difference_inside_the_margin_is_equivalence():
+    # perplexity 1% apart on every seed (log ratio -0.0101 +- 0.0003): significant, and still well inside +-0.05
+    steady = table(ppl("cue", {}, {0: 40.0, 1: 45.0, 2: 41.0}), ppl("end", {}, {0: 40.4, 1: 45.45, 2: 41.41}))
+    row = judge_one(steady, Comparison("cue", "end", "ppl@target", "equivalent"))
+    assert row["p"] < 0.01 and row["outcome"] == "equivalent within +-0.05" and row["supports_claim"] == True  # noqa: E712
+
+
+def test_a_shared_ceiling_is_no_interval():
+    ceiling = table(rows("a", {0: 100.0, 1: 100.0}), rows("b", {0: 100.0, 1: 100.0}))
+    row = judge_one(ceiling, Comparison("a", "b", "passkey@target", "equivalent"))
+    assert row["outcome"] == "same difference on every seed: no interval" and row["supports_claim"] is None
+    assert np.isnan(row["p"]) and np.isnan(row["ci95"])
+    apart = judge_one(table(rows("a", {0: 100.0, 1: 100.0}), rows("b", {0: 0.0, 1: 0.0})),
+                      Comparison("a", "b", "passkey@target"))
+    assert apart["outcome"] == "same difference on every seed: no interval" and np.isnan(apart["ci95"])
+
+
+def test_claim_4_says_nothing_when_both_arms_are_at_0_at_the_target():
+    # a leads at target / 2 and both fall to 0 at the target: the target itself does not tell them apart
+    t = table(rows("a", {0: 60.0, 1: 70.0, 2: 65.0}, length=TARGET // 2), rows("a", {0: 0.0, 1: 0.0, 2: 0.0}),
+              rows("b", {0: 10.0, 1: 15.0, 2: 12.0}, length=TARGET // 2), rows("b", {0: 0.0, 1: 0.0, 2: 0.0}))
+    row = judge_one(t, Comparison("a", "b", "passkey@target", "loses-ground"))
+    assert row["outcome"] == "both at 0% at the target" and row["supports_claim"] is None and np.isnan(row["p"])
+    t.loc[(t["method"] == "b") & (t["length"] == TARGET), "score"] = [5.0, 10.0, 8.0]  # b keeps some: readable
+    row = judge_one(t, Comparison("a", "b", "passkey@target", "loses-ground"))
+    assert row["outcome"] == "a loses ground at the target"
+
+
+def test_an_equivalence_claim_needs_every_readable_comparison_equivalent():
+    tight = ppl("end", {}, {0: 40.4, 1: 45.2, 2: 41.1})
+    wide = ppl("eot", {}, {0: 44.0, 1: 60.0, 2: 38.0})
+    t = table(ppl("cue", {}, {0: 40.0, 1: 45.0, 2: 41.0}), tight, wide)
+    two = (Comparison("cue", "end", "ppl@target", "equivalent"), Comparison("cue", "eot", "ppl@target", "equivalent"))
+    claim = {"3": Claim("3", "wording", two)}
+    judged = judge_claims(t, L0, TARGET, claim)
+    assert list(judged["outcome"]) == ["equivalent within +-0.05", "no difference detected"]
+    assert verdicts(judged, claim).iloc[0]["verdict"] == "partly supported"
+    assert verdicts(judged.iloc[:1], claim).iloc[0]["verdict"] == "supported"
+    with pytest.raises(ValueError, match=r"lack column\(s\) \['kind'\].*endprompt claims"):
+        verdicts(judged.drop(columns=["kind"]), claim)
+
+
 def test_judged_rows_and_verdicts():
     # claim 1 contradicted on perplexity, claim 4 supported; claims 2 and 3 have no arms; yarn has one seed
     t = table(ppl("endprompt", {0: 40.0, 1: 41.0, 2: 39.0}, {0: 50.0, 1: 52.0, 2: 49.0}),

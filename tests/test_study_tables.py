@@ -137,3 +137,8 @@ def test_seed_table_rows_per_seed_pooled_arms_and_first_curve_point():
     assert got.loc[("endprompt", "0"), "train_tokens"] == 100.0 and np.isnan(got.loc[("pi", "0-2"), "train_tokens"])
     assert got.loc[("endprompt", "0"), "ppl_first"] == 2.5 and got.loc[("endprompt", "0"), "ppl_final"] == 5.0
     assert np.isnan(got.loc[("pi", "0-2"), "ppl_first"])  # no curve for a training-free arm
+    # a method whose curve starts later reads its own first point; pooled seeds that skip one say which
+    later = pd.concat([curves, curves.assign(method="pi", budget_fraction=curves["budget_fraction"] + 0.25)])
+    gaps = table[~((table["method"] == "pi") & (table["seed"] == 1))]
+    got = seed_table(gaps, later, costs, 2048, pooled=("pi",)).set_index(["method", "seed"])
+    assert got.loc[("pi", "0,2"), "ppl_first"] == 2.5
