@@ -179,10 +179,10 @@ def seed_table(results: pd.DataFrame, curves: pd.DataFrame, costs: pd.DataFrame,
                pooled: tuple[str, ...] = ("base", "pi", "dynamic-ntk", "yarn")) -> pd.DataFrame:
     """The README's per-seed table: one row per method and seed, or one row per method for the ``pooled`` ones (the
     base and the training-free arms: no training, so their seeds differ only in the prompts drawn; ``seed`` then
-    reads ``"0-2"``, or ``"0,2"`` for seeds that are not consecutive, and the scores are the means over seeds). Columns: ``train_tokens`` (``costs.csv``; NaN where
-    none), ``passkey@<n>`` (exact match at each evaluated length), ``digits@target``, and held-out sliding-window
-    perplexity at the target after the first learning-curve point (``ppl_first``, NaN without curves) and after
-    the whole budget (``ppl_final``)."""
+    reads ``"0-2"``, or ``"0,2"`` for seeds that are not consecutive, and the scores are the means over seeds).
+    Columns: ``train_tokens`` (``costs.csv``; NaN where none), ``passkey@<n>`` (exact match at each evaluated
+    length), ``digits@target``, and held-out sliding-window perplexity at the target after the method's first
+    learning-curve point (``ppl_first``, NaN without curves) and after the whole budget (``ppl_final``)."""
     at = {"passkey": ok_rows(results[(results["task"] == "passkey") & (results["metric"] == "accuracy")]),
           "digits": ok_rows(results[(results["task"] == "passkey") & (results["metric"] == "digit_accuracy")
                                     & (results["length"] == target_len)]),
