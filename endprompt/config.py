@@ -17,7 +17,7 @@ import yaml
 
 from endprompt import rope as R
 from endprompt.batching import Recipe
-from endprompt.data import check_doc_len_range, parse_mixture
+from endprompt.data import check_doc_layout, check_doc_len_range, parse_mixture
 from endprompt.sharedllm.model import SharedLLMConfig
 
 __all__ = ["ModelConfig", "RopeConfig", "DataConfig", "RecipeConfig", "OptimConfig", "RunConfig", "TrainConfig",
@@ -126,6 +126,9 @@ class DataConfig:
             (`endprompt.mixture.build_shared_mixture`: log-uniform lengths, EOS-separated), cut into samples as natural
             text is (``concat``); the same seed gives every method token-identical documents. None = the fixed-length
             mixture at ``doc_len`` or the recipe's own length, one whole document per sample (the committed study).
+        doc_layout: how the shared mixture lays out its documents, a key of `endprompt.data.DOC_LAYOUTS`:
+            ``"log-part"`` (log-uniform lengths, examples a quarter to all of their document; study-bpe's corpus) or
+            ``"uniform-whole"`` (uniform lengths, examples filling their document: long distances as common as short).
     """
 
     source: str = "builtin"
@@ -136,8 +139,10 @@ class DataConfig:
     mixture_docs: int = 4096
     doc_len: int | None = None
     doc_len_range: tuple[int, int] | None = None
+    doc_layout: str = "log-part"
 
     def __post_init__(self):
+        check_doc_layout(self.doc_layout)
         if self.source.startswith("mixture:"):
             parse_mixture(self.source)
         if self.doc_len is not None and self.doc_len < 1:

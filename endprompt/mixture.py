@@ -20,7 +20,8 @@ Two builds:
 
 - `build_mixture`: every document ``doc_len`` tokens, no EOS (pretraining at ``L0``; the committed study's extension,
   which built it at each recipe's own document length and trained on whole documents).
-- `build_shared_mixture`: documents of varying length, ``min_len .. max_len`` tokens (log-uniform, `document_lengths`),
+- `build_shared_mixture`: documents of varying length, ``min_len .. max_len`` tokens (laid out by a
+  `endprompt.data.DOC_LAYOUTS` entry: log-uniform lengths by default, `document_lengths`),
   each followed by EOS, built from the seed and the settings only -- never from a recipe -- so that every method of a
   seed trains on token-identical documents, and cuts its samples from their EOS-separated stream as it cuts natural
   text (`endprompt.data.SampleSource`, ``concat=True``). A synthetic document too short for its example without
@@ -51,8 +52,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from endprompt.data import (
+    DOC_LAYOUTS,
+    TokenizedCorpus,
+    check_doc_layout,
+    check_doc_len_range,
+    document_lengths,
+    parse_mixture,
+    tokenize_corpus,
+)
 from endprompt.data import MIXTURE_KINDS as KINDS
-from endprompt.data import TokenizedCorpus, check_doc_len_range, parse_mixture, tokenize_corpus
 from endprompt.tasks import NOISE, fit_units, mqar_example, niah, passkey, vt
 
 __all__ = ["KINDS", "EXAMPLE_COLUMNS", "MixtureCorpus", "parse_mixture", "synthetic_document", "document_lengths",
@@ -134,16 +143,17 @@ def _encode(tokenizer, text: str, starts: list[int], ends: list[int]) -> tuple[l
     return enc.input_ids, first + [int(np.searchsorted(spans[:, 0], c, side="left")) for c in ends]
 
 
-def _synthetic(kind: str, doc_len: int, tokenizer, seed, whole: bool = False) -> tuple[list[int], np.ndarray | None]:
+def _synthetic(kind: str, doc_len: int, tokenizer, seed, whole: bool = False,
+               fill: bool = False) -> tuple[list[int], np.ndarray | None]:
     """``(ids, layout)``: one ``kind`` document and its example's ``(key, key_end, question, end)`` token offsets in
     it (None when the example was truncated to fit and lost its key). ``whole``: lengthen ``doc_len`` to the example
-    without haystack instead of truncating it."""
+    without haystack instead of truncating it. ``fill``: the example spans the whole document (no filler)."""
     count = lambda t: len(tokenizer(t, add_special_tokens=False).input_ids)
     rng = np.random.default_rng(seed)
     build, locate = _example(kind, rng, seed)
     empty = count(build(0))
     doc_len = max(doc_len, empty) if whole else doc_len
-    span = max(int(rng.integers(max(doc_len // 4, 1), doc_len + 1)), min(empty, doc_len))
+    span = doc_len if fill else max(int(rng.integers(max(doc_len // 4, 1), doc_len + 1)), min(empty, doc_len))
     n = fit_units(build, count, span, start=4, limit=1 << 16)
     text = build(n)
     key, key_end, question = locate(text)
@@ -166,23 +176,13 @@ def synthetic_document(kind: str, doc_len: int, tokenizer, seed) -> list[int]:
     return _synthetic(kind, doc_len, tokenizer, seed)[0]
 
 
-def document_lengths(min_len: int, max_len: int, num_docs: int, rng: np.random.Generator) -> np.ndarray:
-    """``num_docs`` lengths in ``min_len .. max_len``, log-uniform: every octave (64-128, ..., 1024-2048 for the
-    study) holds the same number of documents. Uniform lengths would put 3 in 4 documents above 512 at 64 .. 2048 and
-    leave few examples short enough to sit whole inside a cue recipe's L0-sized body; log-uniform still puts most
-    tokens in long documents (each octave's documents are twice as long as the previous one's), which full-length
-    fine-tuning's long windows need."""
-    lo, hi = check_doc_len_range((min_len, max_len), "doc_len_range")
-    lengths = np.floor(np.exp(rng.uniform(np.log(lo), np.log(hi + 1), size=num_docs))).astype(np.int64)
-    return np.clip(lengths, lo, hi)
-
-
 def _natural(tokenizer, cache_dir: str, progress: bool) -> TokenizedCorpus:
     return tokenize_corpus("builtin", tokenizer, cache_dir, progress=progress)
 
 
 def _assemble(weights: dict, kinds: np.ndarray, lengths: np.ndarray, rng: np.random.Generator, doc_seed,
-              tokenizer, cache_dir: str, progress: bool, eos: int | None, meta: dict) -> MixtureCorpus:
+              tokenizer, cache_dir: str, progress: bool, eos: int | None, meta: dict,
+              fill: bool = False) -> MixtureCorpus:
     """Documents of ``lengths[i]`` tokens of ``kinds[i]`` (plus ``eos`` if given), natural slices drawn from ``rng``
     in document order, synthetic documents seeded by ``doc_seed(i)`` (lengthened to a whole example when ``eos``)."""
     natural = _natural(tokenizer, cache_dir, progress) if "natural" in weights else None
@@ -193,7 +193,7 @@ def _assemble(weights: dict, kinds: np.ndarray, lengths: np.ndarray, rng: np.ran
             start = int(rng.integers(0, int(0.9 * natural.num_tokens) - n))
             doc = np.asarray(natural.tokens[start : start + n], dtype=np.int64)
         else:
-            ids, layout = _synthetic(kind, n, tokenizer, doc_seed(i), whole=eos is not None)
+            ids, layout = _synthetic(kind, n, tokenizer, doc_seed(i), whole=eos is not None, fill=fill)
             doc, lengthened = np.asarray(ids, dtype=np.int64), lengthened + (len(ids) > n)
             if layout is not None:
                 rows.append([i, *(layout + offset)])
@@ -222,9 +222,10 @@ def build_mixture(spec: str, tokenizer, doc_len: int, num_docs: int, seed: int =
 
 
 def build_shared_mixture(spec: str, tokenizer, doc_len_range: tuple[int, int], num_docs: int, seed: int = 0,
-                         cache_dir: str = "cache", progress: bool = True) -> MixtureCorpus:
-    """``num_docs`` documents of ``doc_len_range[0] .. doc_len_range[1]`` tokens (log-uniform), each followed by EOS,
-    drawn from the mixture ``spec``; a function of ``(spec, tokenizer, doc_len_range, num_docs, seed)`` only, so every
+                         cache_dir: str = "cache", progress: bool = True, layout: str = "log-part") -> MixtureCorpus:
+    """``num_docs`` documents of ``doc_len_range[0] .. doc_len_range[1]`` tokens, each followed by EOS, drawn from the
+    mixture ``spec`` and laid out as `endprompt.data.DOC_LAYOUTS` [``layout``] says (lengths, and whether an example
+    fills its document); a function of ``(spec, tokenizer, doc_len_range, num_docs, seed, layout)`` only, so every
     recipe of a seed gets the same tokens (module docstring). Cut samples with
     ``SampleSource(corpus, sample_len(recipe), concat=True)``."""
     weights = parse_mixture(spec)
@@ -233,6 +234,8 @@ def build_shared_mixture(spec: str, tokenizer, doc_len_range: tuple[int, int], n
         raise ValueError("the tokenizer has no eos_token, which separates documents; set tokenizer.eos_token")
     rng = np.random.default_rng([seed, lo, hi])
     kinds = rng.choice(list(weights), size=num_docs, p=list(weights.values()))
-    lengths = document_lengths(lo, hi, num_docs, rng)
+    how = DOC_LAYOUTS[check_doc_layout(layout, "layout")]
+    lengths = how.lengths(lo, hi, num_docs, rng)
     return _assemble(weights, kinds, lengths, rng, lambda i: [seed, lo, hi, i], tokenizer, cache_dir, progress,
-                     int(tokenizer.eos_token_id), {"source": spec, "doc_len_range": [lo, hi], "seed": seed})
+                     int(tokenizer.eos_token_id), {"source": spec, "doc_len_range": [lo, hi], "seed": seed,
+                                                   "layout": layout}, fill=how.fill)

@@ -33,6 +33,7 @@ from endprompt.batching import EOT_CUE, recipe_spec
 from endprompt.checkpoint import atomic_write
 from endprompt.claims import judge_claims
 from endprompt.config import RecipeConfig, TrainConfig, load_config
+from endprompt.data import check_doc_layout
 from endprompt.evaluate import evaluate
 from endprompt.modeling import extend_config
 from endprompt.sharedllm.model import SharedLLMConfig
@@ -107,6 +108,8 @@ class Extension:
             from natural text, so that the methods differ only in what their recipes do (issue 13). False: the
             mixture is built at each recipe's own document length (the committed study; full-length then sees only
             long examples and the cue recipes only short ones).
+        doc_layout: the shared documents' layout (`endprompt.data.DOC_LAYOUTS`): ``"log-part"`` (study-bpe's: few
+            key-to-question distances above 4 L0) or ``"uniform-whole"`` (every distance up to ``factor * L0``).
         lr, schedule, warmup: the optimizer's schedule (a method's own ``Method.lr`` replaces ``lr``).
     """
 
@@ -118,10 +121,15 @@ class Extension:
     schedule: str = "constant"
     warmup: int = 20
     shared_documents: bool = False
+    doc_layout: str = "log-part"
 
     def __post_init__(self):
         from endprompt.config import SCHEDULES
 
+        check_doc_layout(self.doc_layout, "Extension.doc_layout")
+        if self.doc_layout != "log-part" and not self.shared_documents:
+            raise ValueError(f"Extension.doc_layout={self.doc_layout!r} lays out the shared documents; set "
+                             "shared_documents=True or leave doc_layout at 'log-part'")
         if self.factor < 2 or min(self.tokens, self.batch_tokens, self.docs) < 1 or self.lr <= 0 or self.warmup < 0:
             raise ValueError(f"{self}: factor must be >= 2, tokens, batch_tokens and docs >= 1, lr > 0, warmup >= 0")
         if self.schedule not in SCHEDULES:
@@ -213,6 +221,14 @@ PRESETS = {
     "study-bpe": StudyConfig(name="study-bpe", out_dir="results/study-bpe", base=StudyBase(vocab_size=2048),
                              extension=Extension(tokens=8_192_000, shared_documents=True), b_cue=19, seeds=(0, 1, 2),
                              curve=(0.125, 0.25, 0.5, 1.0), keep_weights=True),
+    # study-bpe on documents whose retrieval examples reach every key-to-question distance up to the target: in
+    # study-bpe's corpus 1.6% of the examples span more than 4 L0 and 0.1% more than 6 L0, where half of the
+    # passkey prompts at the target put their key (data.DOC_LAYOUTS; experiments/study/extension_corpus_stats.py)
+    "study-bpe-long": StudyConfig(name="study-bpe-long", out_dir="results/study-bpe-long",
+                                  base=StudyBase(vocab_size=2048),
+                                  extension=Extension(tokens=8_192_000, shared_documents=True,
+                                                      doc_layout="uniform-whole"),
+                                  b_cue=19, seeds=(0, 1, 2), curve=(0.125, 0.25, 0.5, 1.0), keep_weights=True),
     "smoke": StudyConfig(name="smoke", out_dir="results/smoke", base=StudyBase(steps=4, docs=64, batch=4),
                          extension=Extension(tokens=2 * 2048, batch_tokens=2048, docs=32),
                          methods=("endprompt", "pose", "full", "longlora", "pi"), seeds=(0,),
@@ -230,7 +246,8 @@ def _train_config(cfg: StudyConfig, out_dir: Path, recipe: RecipeConfig, base: P
         model=replace(preset.model, path=str(base), tokenizer=None, original_len=cfg.L0),
         rope=replace(preset.rope, rope_type=rope_type),
         data=replace(preset.data, source=cfg.base.mixture, cache_dir=cfg.cache_dir, mixture_docs=cfg.extension.docs,
-                     doc_len_range=(cfg.L0 // 4, cfg.target_len) if cfg.extension.shared_documents else None),
+                     doc_len_range=(cfg.L0 // 4, cfg.target_len) if cfg.extension.shared_documents else None,
+                     doc_layout=cfg.extension.doc_layout),
         recipe=recipe,
         optim=replace(preset.optim, **optim),
         run=replace(preset.run, out_dir=str(out_dir), log_every=50, progress=cfg.progress, save_every=0, seed=seed,

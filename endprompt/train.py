@@ -276,7 +276,8 @@ class _Trainer:
 
             # one corpus for every recipe of this seed, cut as natural text is (DataConfig.doc_len_range)
             corpus = build_shared_mixture(cfg.data.source, self.tokenizer, cfg.data.doc_len_range,
-                                          cfg.data.mixture_docs, cfg.run.seed, cfg.data.cache_dir, progress=progress)
+                                          cfg.data.mixture_docs, cfg.run.seed, cfg.data.cache_dir, progress=progress,
+                                          layout=cfg.data.doc_layout)
             return data.SampleSource(corpus, data.sample_len(self.recipe), cfg.data.concat)
         if cfg.data.source.startswith("mixture:"):
             from endprompt.mixture import build_mixture

@@ -88,7 +88,8 @@ def test_reproduce_collect_tables_the_finished_runs_only(workdir, monkeypatch, c
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["reproduce", "--preset", "huge"], "unknown study preset 'huge'; presets are: demo, study, study-bpe, smoke"),
+    (["reproduce", "--preset", "huge"],
+     "unknown study preset 'huge'; presets are: demo, study, study-bpe, study-bpe-long, smoke"),
     (["reproduce", "--preset", "smoke", "--methods", "yarn2"], r"unknown methods \['yarn2'\]"),
     (["train", "--preset", "tiny-cpu", "--set", "recipe.name=nope"], "recipe.name='nope' is not valid"),
 ])

@@ -8,6 +8,7 @@ import pytest
 
 from endprompt import data as D
 from endprompt.batching import Recipe
+from endprompt.config import DataConfig
 from endprompt.tokenizer import byte_tokenizer
 
 TOK = byte_tokenizer()
@@ -103,3 +104,16 @@ def test_empty_files_are_named(tmp_path, caplog):
         corpus = D.tokenize_corpus(str(tmp_path / "src"), TOK, tmp_path / "cache", progress=False)
     assert len(corpus) == 1 and corpus.meta["stats"] == {"documents": 1, "empty_files": 1}
     assert "empty.txt: file is empty; skipped" in caplog.text
+
+
+def test_document_layouts_draw_their_lengths_and_name_the_fix():
+    rng = np.random.default_rng(0)
+    lengths = D.uniform_lengths(64, 2048, 20_000, rng)
+    assert lengths.min() >= 64 and lengths.max() <= 2048
+    np.testing.assert_allclose(np.quantile(lengths, [0.25, 0.5, 0.75]), [560, 1056, 1552], rtol=0.03)  # uniform
+    assert set(D.DOC_LAYOUTS) == {"log-part", "uniform-whole"}
+    assert not D.DOC_LAYOUTS["log-part"].fill and D.DOC_LAYOUTS["uniform-whole"].fill
+    assert DataConfig(source="mixture:natural=1", doc_len_range=(64, 512), doc_layout="uniform-whole")
+    with pytest.raises(ValueError, match=r"data.doc_layout='uniform' is not a document layout; layouts are: "
+                                         r"'log-part' \(log-uniform lengths"):
+        DataConfig(doc_layout="uniform")

@@ -109,3 +109,21 @@ def test_shared_documents_span_the_range_with_examples_at_short_and_long_distanc
     assert len(corpus.examples) == len(corpus) - corpus.meta["kinds"]["natural"]  # no example lost its key
     distance = corpus.examples[:, 3] - corpus.examples[:, 1]
     assert (distance < L0 // 4).sum() > 20 and (distance > 2 * L0).sum() > 10 and distance.max() > 4 * L0
+
+
+def test_the_uniform_whole_layout_puts_examples_at_long_distances(study_workdir):
+    # study-bpe's layout ("log-part") leaves few key-to-question distances above 4 L0, where half of the passkey
+    # prompts at the target put their key; "uniform-whole" (uniform lengths, examples filling their documents) fixes it
+    build = lambda layout: build_shared_mixture(STUDY_MIX, TOK, (L0 // 4, 8 * L0), 400, 0, str(study_workdir / "cache"),
+                                                progress=False, layout=layout)
+    part, whole = build("log-part"), build("uniform-whole")
+    assert whole.meta["layout"] == "uniform-whole" and part.meta["layout"] == "log-part"
+    far = lambda c: ((c.examples[:, 3] - c.examples[:, 1]) > 4 * L0).mean()
+    assert far(whole) > 0.1 and far(whole) > 4 * far(part)
+    assert len(whole.examples) == len(whole) - whole.meta["kinds"]["natural"]  # no example lost its key
+    # an example fills its document: the answer ends at the document's end but for the fitting remainder
+    after = lambda c: np.median((c.offsets[c.examples[:, 0] + 1] - 1 - c.examples[:, 4])
+                                / np.diff(c.offsets)[c.examples[:, 0]])
+    assert after(whole) < 0.05 < after(part)  # measured 0.012 and 0.12
+    with pytest.raises(ValueError, match=r"layout='nope' is not a document layout; layouts are: 'log-part'"):
+        build("nope")

@@ -2,6 +2,7 @@
 evaluation) and produces a well-formed table and figures; the arms are typed configurations with matched budgets."""
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -168,3 +169,14 @@ def test_smoke_study_runs_sharedllm(tmp_path, study_workdir):
     assert (shared["train_tokens"] == 2 * 512).all()  # one step of two L0 + 4-chunk samples
     ppl = ok[ok["metric"] == "ppl_truncated"]["score"]
     assert (ppl < 260).all()  # better than uniform over the byte vocabulary: a trained model was evaluated
+
+
+def test_study_bpe_long_differs_from_study_bpe_only_in_its_documents():
+    long, bpe = PRESETS["study-bpe-long"], PRESETS["study-bpe"]
+    assert long.extension.doc_layout == "uniform-whole" and bpe.extension.doc_layout == "log-part"
+    assert replace(long, name=bpe.name, out_dir=bpe.out_dir, extension=bpe.extension) == bpe
+    with pytest.raises(ValueError, match=r"Extension.doc_layout='uniform-whole' lays out the shared documents; set "
+                                         r"shared_documents=True"):
+        Extension(doc_layout="uniform-whole")
+    cfg = extension_config(long, "full", Path("base"), 0, Path("out"))
+    assert cfg.data.doc_layout == "uniform-whole" and cfg.data.doc_len_range == (long.L0 // 4, long.target_len)
