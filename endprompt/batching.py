@@ -350,9 +350,13 @@ register_recipe("endprompt", RecipeSpec(cut=_cut_endprompt, sample_len=lambda r:
 register_recipe("endprompt-tail", RecipeSpec(cut=_cut_tail, physical_len=_a_plus_b, full_doc_len=_a_plus_b,
                                              sample_len=_a_plus_b, min_doc_len=lambda r: r.b + 1,
                                              check=_check_terminal))
-# a long document whose real end is kept
+# a whole document (concat=False) keeps its real end after a gap, as the authors' random variant; in a concatenated
+# corpus a window of a + b tokens, endprompt-tail's: a target_len window, as before, kept only its head and tail, the
+# same ones every epoch, so the arm trained on 1/8 of study-bpe's corpus tokens and 5% of its retrieval examples
+# (measured before this change; now as endprompt-tail, results/study-bpe/extension_corpus_stats.csv): the two differ
+# only in where the tail's positions sit
 register_recipe("endprompt-random", RecipeSpec(cut=_cut_random, physical_len=_a_plus_b, full_doc_len=_a_plus_b,
-                                               sample_len=lambda r: r.target_len, min_doc_len=lambda r: r.b + 1,
+                                               sample_len=_a_plus_b, min_doc_len=lambda r: r.b + 1,
                                                check=_check_terminal))
 # room for the content that the PoSE skips jump over
 register_recipe("endprompt-pose", RecipeSpec(cut=_cut_endprompt_pose, sample_len=lambda r: r.target_len - r.b,

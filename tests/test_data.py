@@ -61,6 +61,9 @@ def test_concatenated_samples_and_sample_lengths():
     r = Recipe("endprompt", a=16, b=4, target_len=128)
     assert D.sample_len(r) == 16 and D.sample_len(r.replace(name="pose")) == 128
     assert D.sample_len(r.replace(name="endprompt-tail")) == 20
+    # the random variant cuts the windows the own-tail variant cuts (a target_len window would keep its head and tail
+    # only, the same 1/8 of a concatenated corpus every epoch)
+    assert D.sample_len(r.replace(name="endprompt-random")) == D.sample_len(r.replace(name="endprompt-tail")) == 20
 
 
 def test_sampler_is_deterministic_sharded_and_resumable():
