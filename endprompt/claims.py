@@ -104,7 +104,8 @@ def _stats(claim: str, a: str, b: str, key: str, label: str, length, sa: pd.Seri
         status = floor
     elif n < 2:
         status = "one seed: no interval"
-    elif diffs.std(ddof=1) == 0:  # a zero-width interval: a shared ceiling (100% on every seed) reads like a floor
+    elif diffs.std(ddof=1) <= 1e-9 * max(1.0, abs(diffs.mean())):  # zero width but for rounding (3.75 - 6.25 vs
+        # 7.5 - 10 differ in the last bit): no interval; a shared ceiling (100% on every seed) reads like a floor
         status = "same difference on every seed: no interval"
     mean = float(diffs.mean()) if n else np.nan
     p = np.nan  # an unreadable comparison is no test: it stays out of Holm's count

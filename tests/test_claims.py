@@ -157,7 +157,7 @@ def test_claim_3_needs_equivalence_not_only_no_difference():
 
 def test_a_steady_difference_inside_the_margin_is_equivalence():
     # perplexity 1% apart on every seed (log ratio -0.0101 +- 0.0003): significant, and still well inside +-0.05
-    steady = table(ppl("cue", {}, {0: 40.0, 1: 45.0, 2: 41.0}), ppl("end", {}, {0: 40.4, 1: 45.45, 2: 41.41}))
+    steady = table(ppl("cue", {}, {0: 40.0, 1: 45.0, 2: 41.0}), ppl("end", {}, {0: 40.4, 1: 45.46, 2: 41.42}))
     row = judge_one(steady, Comparison("cue", "end", "ppl@target", "equivalent"))
     assert row["p"] < 0.01 and row["outcome"] == "equivalent within +-0.05" and row["supports_claim"] == True  # noqa: E712
 
@@ -170,6 +170,10 @@ def test_a_shared_ceiling_is_no_interval():
     apart = judge_one(table(rows("a", {0: 100.0, 1: 100.0}), rows("b", {0: 0.0, 1: 0.0})),
                       Comparison("a", "b", "passkey@target"))
     assert apart["outcome"] == "same difference on every seed: no interval" and np.isnan(apart["ci95"])
+    # the same difference but for the last bit of rounding (digit scores 3.75 / 6.25 and 7.5 / 10 as evaluated)
+    rounded = judge_one(table(rows("a", {0: 7.5, 1: 3.75 + 1e-13}), rows("b", {0: 10.0, 1: 6.25})),
+                        Comparison("a", "b", "passkey@target", "equivalent"))
+    assert rounded["outcome"] == "same difference on every seed: no interval" and np.isnan(rounded["p"])
 
 
 def test_claim_4_says_nothing_when_both_arms_are_at_0_at_the_target():
