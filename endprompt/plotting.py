@@ -70,6 +70,31 @@ def label_values(ax, values, fmt, axis: str = "x", min_ratio: float = 1.3) -> No
     (ax.set_xticks if axis == "x" else ax.set_yticks)(ticks, [fmt(v) for v in ticks])
 
 
+def drop_crowded_tick_labels(ax, axis: str = "x", pad_pt: float = 6.0) -> None:
+    """Keep a tick label only where it clears the last kept one by ``pad_pt`` points, measured on the drawn figure (so
+    after the layout is final): measured values close together on a narrow axis, such as wall times of 1276 and 1682
+    s, would otherwise print into each other. The first and last labels stay when they can."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    locs = list(target.get_ticklocs())
+    texts = [t.get_text() for t in target.get_ticklabels()]
+    pad = pad_pt * fig.dpi / 72.0
+    boxes = [t.get_window_extent(renderer) for t in target.get_ticklabels()]
+    spans = [(b.x0, b.x1) if axis == "x" else (b.y0, b.y1) for b in boxes]
+    lo, hi = (ax.get_xlim() if axis == "x" else ax.get_ylim())
+    inside = [i for i, v in enumerate(locs) if min(lo, hi) <= v <= max(lo, hi) and texts[i]]
+    keep: list[int] = []
+    for i in inside:
+        if keep and spans[i][0] < spans[keep[-1]][1] + pad:
+            if i == inside[-1] and len(keep) > 1 and spans[i][0] >= spans[keep[-2]][1] + pad:
+                keep[-1] = i  # the last measured value outranks the one before it
+            continue
+        keep.append(i)
+    (ax.set_xticks if axis == "x" else ax.set_yticks)([locs[i] for i in keep], [texts[i] for i in keep])
+
+
 def _tokens(v: float) -> str:
     return f"{v / 1e6:.2g}M" if v >= 1e5 else f"{v / 1e3:.2g}K"
 
@@ -381,6 +406,8 @@ def plot_learning_curves(curves: pd.DataFrame, target_len: int) -> plt.Figure:
         axes[0, 1].legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(f"Learning curves at the target length {target_len} (95% interval over seeds)", y=1.0)
     fig.tight_layout()
+    for ax in axes.flat:
+        drop_crowded_tick_labels(ax)
     return fig
 
 

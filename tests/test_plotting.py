@@ -180,3 +180,27 @@ def test_learning_curve_axes_are_labelled_at_the_measured_points_only():
     assert tokens_ax.get_xscale() == "log" and time_ax.get_xscale() == "log"
     digits_ax = fig.axes[2] if "digit" in fig.axes[2].get_ylabel() else fig.axes[0]
     assert digits_ax.get_ylim() == (-3, 103) and "chance (10%)" in {t.get_text() for t in digits_ax.texts}
+
+
+def test_learning_curve_tick_labels_never_overlap():
+    # study-bpe's wall-time axis printed "1276" into "1682": measured times 1.3x apart on a narrow log axis
+    from endprompt.study_tables import curve_table
+
+    rows = []
+    arms = (("full", 8.2e6, 1682.0), ("endprompt-eot", 7.6e6, 1276.0), ("full-yarn", 8.2e6, 3057.0),
+            ("pose", 8.2e6, 1490.0), ("endprompt", 7.8e6, 936.0))
+    for method, tokens, wall in arms:
+        for fraction in (0.125, 0.25, 0.5, 1.0):
+            common = {"method": method, "seed": 0, "length": 2048, "status": "ok", "budget_fraction": fraction,
+                      "train_tokens": tokens * fraction, "wall_time_s": wall * fraction}
+            rows.append({**common, "task": "passkey", "metric": "digit_accuracy", "score": 100 * fraction})
+    fig = plotting.plot_learning_curves(curve_table(pd.DataFrame(rows), 2048), 2048)
+    fig.canvas.draw()
+    for ax in fig.axes[:2]:
+        shown = [t for t in ax.get_xticklabels() if t.get_text()]
+        boxes = [t.get_window_extent() for t in shown]
+        assert len(shown) >= 3, [t.get_text() for t in shown]
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :]), \
+            [t.get_text() for t in shown]
+    time_labels = [t.get_text() for t in fig.axes[1].get_xticklabels() if t.get_text()]
+    assert time_labels[0] == "117" and time_labels[-1] == "3057", time_labels  # the extremes measured stay labelled
