@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from endprompt.batching import RECIPES, Collator, Recipe
+from endprompt.batching import Collator
+from endprompt.recipe import RECIPES, Recipe
 
 
 def measure(collator: Collator, docs: list[np.ndarray], batch_size: int, seconds: float) -> tuple[float, int]:

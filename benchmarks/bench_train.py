@@ -53,7 +53,8 @@ def worker(args) -> dict:
 
     from endprompt import modeling
     from endprompt import rope as R
-    from endprompt.batching import Collator, Recipe, model_inputs
+    from endprompt.batching import Collator, model_inputs
+    from endprompt.recipe import Recipe
     from endprompt.train import weighted_cross_entropy
 
     shape = SHAPES[args.shape]

@@ -10,7 +10,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("positions", "rope", "batching")
+_SUBMODULES = ("positions", "rope", "recipe", "batching")
 
 
 def __getattr__(name):

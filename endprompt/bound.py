@@ -171,7 +171,7 @@ def pair_coefficients(q: np.ndarray, k: np.ndarray, num_pairs: int, rng: P.RngLi
 def distance_sets(layout: Callable[[np.random.Generator], np.ndarray], target_len: int, samples: int = 1,
                   rng: P.RngLike = 0) -> tuple[np.ndarray, np.ndarray]:
     """L5: (observed, gap) distance intervals of a layout, the union over ``samples`` draws of ``layout(rng)`` (position
-    ids of one sample, e.g. ``lambda g: endprompt.batching.recipe_position_ids(recipe, g)``), gap within
+    ids of one sample, e.g. ``lambda g: endprompt.recipe.recipe_position_ids(recipe, g)``), gap within
     ``[0, target_len-1]``. One sample suffices for a deterministic layout."""
     gen = P.as_generator(rng)
     parts = [P.observed_distances(layout(gen)) for _ in range(samples)]

@@ -2,7 +2,7 @@
 factor and recipe, as pandas DataFrames that `endprompt.plotting` draws.
 
 `endprompt.bound` itself stays numpy/scipy only; this module adds pandas and the recipe registry
-(`endprompt.batching`), whose layouts give the distance sets of each recipe.
+(`endprompt.recipe`), whose layouts give the distance sets of each recipe.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pandas as pd
 from endprompt import bound as B
 from endprompt import positions as P
 from endprompt import rope as R
-from endprompt.batching import Recipe, recipe_position_ids
+from endprompt.recipe import Recipe, recipe_position_ids
 
 __all__ = ["STUDY_SCALINGS", "study_scaling", "bandwidth_table", "bernstein_study", "score_curves", "STUDY_RECIPES",
            "recipe_distance_sets", "coverage_table", "identifiability_table"]

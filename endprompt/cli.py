@@ -24,7 +24,8 @@ def demo(out_dir: Path, samples: int = 256, seed: int = 0, steps: int | None = N
 
     from endprompt import bound_tables, modeling
     from endprompt import rope as R
-    from endprompt.batching import Collator, Recipe, model_inputs
+    from endprompt.batching import Collator, model_inputs
+    from endprompt.recipe import Recipe
 
     a, b, L, original = 8192, 20, 65536, 8192
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,8 @@ from typing import get_args, get_origin, get_type_hints
 import yaml
 
 from endprompt import rope as R
-from endprompt.batching import Recipe
 from endprompt.data import check_doc_layout, check_doc_len_range, parse_mixture
+from endprompt.recipe import Recipe
 from endprompt.sharedllm.model import SharedLLMConfig
 
 __all__ = ["ModelConfig", "RopeConfig", "DataConfig", "RecipeConfig", "OptimConfig", "RunConfig", "TrainConfig",
@@ -120,7 +120,7 @@ class DataConfig:
         cache_dir: where tokenized corpora are cached.
         mixture_docs: documents generated for a mixture source.
         doc_len: mixture document length; None = the document tokens of one full-size sample
-            (`endprompt.batching.full_doc_len`: the body ``a`` for the cue recipes, else the physical length), so every
+            (`endprompt.recipe.full_doc_len`: the body ``a`` for the cue recipes, else the physical length), so every
             sample is one whole document. Used when ``doc_len_range`` is None.
         doc_len_range: ``(min_len, max_len)``: one shared mixture of documents of varying length for every recipe
             (`endprompt.mixture.build_shared_mixture`: log-uniform lengths, EOS-separated), cut into samples as natural
@@ -161,8 +161,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class RecipeConfig(Recipe):
-    """Which samples to train on: a `endprompt.batching.Recipe` (every field is documented there; the name is a key of
-    the recipe registry `endprompt.batching.RECIPES`), with small defaults, plus what only training needs.
+    """Which samples to train on: a `endprompt.recipe.Recipe` (every field is documented there; the name is a key of
+    the recipe registry `endprompt.recipe.RECIPES`), with small defaults, plus what only training needs.
 
     Attributes:
         s2_group_ratio: LongLoRA's S2-Attn group size as a share of the sequence (``longlora`` only).

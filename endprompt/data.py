@@ -35,7 +35,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from endprompt import positions as P
-from endprompt.batching import sample_len  # re-exported: the recipe registry knows each recipe's length
+from endprompt.recipe import sample_len  # re-exported: the recipe registry knows each recipe's length
 from endprompt.tokenizer import encode_bytes, is_byte_tokenizer
 
 __all__ = ["BUILTIN", "MIXTURE_KINDS", "parse_mixture", "check_doc_len_range", "document_lengths", "uniform_lengths",

@@ -6,7 +6,7 @@ the example still asks for a key seen earlier). Its distance in a sample is that
 ``position(question) - position(key)``, which PoSE's and EndPrompt's layouts make differ from the distance in the text.
 
 `sample_examples` cuts every sample of one epoch exactly as training does (`endprompt.data.SampleSource` over the same
-corpus, then `endprompt.batching.build_sample`), on a copy of the corpus whose tokens are their own stream indices, so
+corpus, then `endprompt.recipe.build_sample`), on a copy of the corpus whose tokens are their own stream indices, so
 each sample says which stream tokens it took; `coverage` summarises that per recipe. Nothing is trained.
 """
 
@@ -18,9 +18,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from endprompt import batching
 from endprompt.data import SampleSource, TokenizedCorpus
 from endprompt.mixture import MixtureCorpus
+from endprompt.recipe import Recipe, build_sample, sample_len
 
 __all__ = ["sample_examples", "coverage"]
 
@@ -30,7 +30,7 @@ def _held(src: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.searchsorted(src, b) - np.searchsorted(src, a) == b - a
 
 
-def sample_examples(corpus: MixtureCorpus, recipe: batching.Recipe, concat: bool,
+def sample_examples(corpus: MixtureCorpus, recipe: Recipe, concat: bool,
                     cue_ids: Sequence[np.ndarray] | None = None, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """The examples held whole by the samples of one epoch of ``recipe`` over ``corpus``.
 
@@ -39,14 +39,14 @@ def sample_examples(corpus: MixtureCorpus, recipe: batching.Recipe, concat: bool
     of ``corpus.examples``), ``kind``, ``distance`` (position ids), ``text_distance`` -- and the epoch's totals:
     ``samples``, ``tokens`` (physical tokens, prompts included) and the short-document counts."""
     index = TokenizedCorpus(np.arange(corpus.num_tokens, dtype=np.int64), corpus.offsets)
-    source = SampleSource(index, batching.sample_len(recipe), concat) if concat else SampleSource(index, concat=False)
+    source = SampleSource(index, sample_len(recipe), concat) if concat else SampleSource(index, concat=False)
     spec, stats = recipe.spec, Counter()
     ex = corpus.examples
     order = np.argsort(ex[:, 1], kind="stable")
     keys = ex[order, 1]
     rows, tokens, samples = [], 0, 0
     for i in range(len(source)):
-        sample = batching.build_sample(source[i], recipe, [seed, i], cue_ids, stats)
+        sample = build_sample(source[i], recipe, [seed, i], cue_ids, stats)
         if sample is None:
             continue
         samples, tokens = samples + 1, tokens + len(sample)
@@ -64,7 +64,7 @@ def sample_examples(corpus: MixtureCorpus, recipe: batching.Recipe, concat: bool
     return table, {"samples": samples, "tokens": tokens, **{k: int(v) for k, v in stats.items()}}
 
 
-def coverage(corpus: MixtureCorpus, recipe: batching.Recipe, concat: bool, cue_ids=None, seed: int = 0,
+def coverage(corpus: MixtureCorpus, recipe: Recipe, concat: bool, cue_ids=None, seed: int = 0,
              short: int = 64, long: int = 512) -> dict:
     """One row of summary for ``recipe`` on ``corpus``.
 
@@ -80,7 +80,7 @@ def coverage(corpus: MixtureCorpus, recipe: batching.Recipe, concat: bool, cue_i
     q = np.percentile(d, [25, 50, 75]) if len(d) else [np.nan] * 3
     ex, held = corpus.examples, np.zeros(len(corpus.examples), dtype=bool)
     held[table["example"].unique()] = True
-    fits = ex[:, 4] - ex[:, 1] <= batching.sample_len(recipe)
+    fits = ex[:, 4] - ex[:, 1] <= sample_len(recipe)
     far = ex[:, 3] - ex[:, 1] > long
     share = lambda mask: float(held[mask].mean()) if mask.any() else np.nan
     budget = totals["samples"] * recipe.physical_len  # what a step count sized by the physical length pays for

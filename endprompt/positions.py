@@ -4,7 +4,7 @@ Every function here is pure numpy (no torch, no model) so that `endprompt.bound`
 A layout is a 1-D ``int64`` array of position ids, one per physical token, in physical (causal) order.
 
 Layouts (``a`` text tokens, ``b`` terminal tokens, target length ``L`` = ``target_len``); which recipe uses which is
-the recipe registry's business (`endprompt.batching.RECIPES`, `endprompt.batching.recipe_position_ids`):
+the recipe registry's business (`endprompt.recipe.RECIPES`, `endprompt.recipe.recipe_position_ids`):
 
 - full-length:      ``0 .. n-1``                                   (plain contiguous training)
 - EndPrompt:        ``0 .. a-1`` then ``L-b .. L-1``               (paper Eq. 5)

@@ -29,13 +29,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from endprompt.batching import EOT_CUE, recipe_spec
 from endprompt.checkpoint import atomic_write
 from endprompt.claims import judge_claims
 from endprompt.config import RecipeConfig, TrainConfig, load_config
 from endprompt.data import check_doc_layout
 from endprompt.evaluate import evaluate
 from endprompt.modeling import extend_config
+from endprompt.recipe import EOT_CUE, recipe_spec
 from endprompt.sharedllm.model import SharedLLMConfig
 from endprompt.shipped_arms import shipped_arm
 from endprompt.study_base import StudyBase, base_run_dir, pretrain_base

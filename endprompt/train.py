@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from endprompt import batching, data, modeling, s2attn
 from endprompt.checkpoint import Checkpointer, CheckpointError, RunDirLocked, RunLock, atomic_write, latest_checkpoint
 from endprompt.config import OptimConfig, TrainConfig, steps_for_budget
+from endprompt.recipe import Recipe, full_doc_len
 
 __all__ = ["TrainResult", "TrainingDiverged", "train", "weighted_cross_entropy", "batch_recipe", "lr_lambda",
            "latest_checkpoint", "CheckpointError", "RunDirLocked", "TrainStep", "StepOutcome", "MetricsLog",
@@ -71,8 +72,8 @@ class TrainResult:
         return self.losses[-1] if self.losses else math.nan
 
 
-def batch_recipe(cfg: TrainConfig) -> batching.Recipe:
-    """The batching recipe of a run: ``cfg.recipe`` is a `endprompt.batching.Recipe` (plus training-only fields), whose
+def batch_recipe(cfg: TrainConfig) -> Recipe:
+    """The batching recipe of a run: ``cfg.recipe`` is a `endprompt.recipe.Recipe` (plus training-only fields), whose
     registered spec says how samples are cut (``longlora`` and ``pretrain`` cut ``full``'s samples)."""
     return cfg.recipe
 
@@ -282,7 +283,7 @@ class _Trainer:
         if cfg.data.source.startswith("mixture:"):
             from endprompt.mixture import build_mixture
 
-            doc_len = cfg.data.doc_len or batching.full_doc_len(self.recipe)
+            doc_len = cfg.data.doc_len or full_doc_len(self.recipe)
             corpus = build_mixture(cfg.data.source, self.tokenizer, doc_len, cfg.data.mixture_docs, cfg.run.seed,
                                    cfg.data.cache_dir, progress=progress)
             return data.SampleSource(corpus, concat=False)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from endprompt.batching import Collator, Recipe, model_inputs, pack_samples, packed_causal_mask, pad_samples
+from endprompt.batching import Collator, model_inputs, pack_samples, packed_causal_mask, pad_samples
+from endprompt.recipe import Recipe
 from tests.conftest import random_docs, tiny_llama
 from tests.tolerances import LOGITS_ATOL, LOGITS_CHANGED
 

@@ -9,7 +9,7 @@ import pytest
 from endprompt import bound as B
 from endprompt import bound_tables as BT
 from endprompt import positions as P
-from endprompt.batching import RECIPES, Recipe, recipe_position_ids
+from endprompt.recipe import RECIPES, Recipe, recipe_position_ids
 
 
 @pytest.mark.parametrize("name", RECIPES)

@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from endprompt.batching import DEFAULT_CUES, EOT_CUE, tokenize_cues
 from endprompt.bpe_tokenizer import MIN_VOCAB, SPECIAL_TOKENS, bpe_corpus_texts, bpe_tokenizer, train_bpe_tokenizer
 from endprompt.data import builtin_files
 from endprompt.evaluate import retrieval
+from endprompt.recipe import DEFAULT_CUES, EOT_CUE, tokenize_cues
 
 
 @pytest.fixture(scope="module")

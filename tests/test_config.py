@@ -86,7 +86,7 @@ def test_cli_dry_run_prints_config_and_launch_command():
 
 
 def test_the_recipe_section_is_a_batching_recipe_validated_once():
-    from endprompt.batching import Recipe, recipe_position_ids
+    from endprompt.recipe import Recipe, recipe_position_ids
 
     cfg = load_config("tiny-cpu", overrides=["recipe.jump_target=false", "recipe.s2_group_ratio=0.5"])
     assert isinstance(cfg.recipe, Recipe) and cfg.recipe.jump_target is False and cfg.recipe.s2_group_ratio == 0.5

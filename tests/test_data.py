@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from endprompt import data as D
-from endprompt.batching import Recipe
 from endprompt.config import DataConfig
+from endprompt.recipe import Recipe
 from endprompt.tokenizer import byte_tokenizer
 
 TOK = byte_tokenizer()

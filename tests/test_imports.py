@@ -53,8 +53,9 @@ def test_the_import_graph_is_acyclic():
 
 @pytest.mark.parametrize(("module", "forbidden"), [
     ("endprompt.config", {"endprompt.mixture", "endprompt.evaluate", "endprompt.train", "endprompt.modeling"}),
-    ("endprompt.bound", {"endprompt.batching", "endprompt.modeling", "endprompt.bound_tables"}),
-    ("endprompt.positions", {"endprompt.batching", "endprompt.rope"}),
+    ("endprompt.bound", {"endprompt.recipe", "endprompt.batching", "endprompt.modeling", "endprompt.bound_tables"}),
+    ("endprompt.positions", {"endprompt.recipe", "endprompt.batching", "endprompt.rope"}),
+    ("endprompt.recipe", {"endprompt.batching", "endprompt.config", "endprompt.data", "endprompt.train"}),
     ("endprompt.batching", {"endprompt.config", "endprompt.data", "endprompt.train"}),
     ("endprompt.plotting", {"endprompt.train", "endprompt.reproduce", "endprompt.evaluate", "endprompt.bound"}),
     ("endprompt.study_tables", {"endprompt.train", "endprompt.reproduce"}),

@@ -5,10 +5,10 @@ whole short examples); a cut that separates a key from its question."""
 import numpy as np
 import pytest
 
-from endprompt.batching import DEFAULT_CUES, Recipe, build_sample, sample_len, tokenize_cues
 from endprompt.data import SampleSource
 from endprompt.mixture import MixtureCorpus, build_shared_mixture
 from endprompt.mixture_coverage import coverage, sample_examples
+from endprompt.recipe import DEFAULT_CUES, Recipe, build_sample, sample_len, tokenize_cues
 from endprompt.tokenizer import byte_tokenizer
 
 TOK = byte_tokenizer()

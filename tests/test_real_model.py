@@ -14,12 +14,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from endprompt import modeling as M
 from endprompt import rope as R
-from endprompt.batching import DEFAULT_CUES, EOT_CUE, Collator, Recipe, model_inputs
+from endprompt.batching import Collator, model_inputs
 from endprompt.config import load_config
 from endprompt.evaluate import evaluate
 from endprompt.evaluate.chat import ChatTemplate
 from endprompt.evaluate.ruler import make_samples
 from endprompt.evaluate.runner import generate
+from endprompt.recipe import DEFAULT_CUES, EOT_CUE, Recipe
 from endprompt.train import train
 from tests.tolerances import BITWISE, LOGITS_ATOL, LOGITS_CHANGED, ROPE_RTOL
 

@@ -101,7 +101,7 @@ def test_every_trained_arm_is_a_typed_config_with_a_matched_budget(tmp_path):
 
 
 def test_presets_study_shipped_bases_with_their_own_cue_budget():
-    from endprompt.batching import DEFAULT_CUES, tokenize_cues
+    from endprompt.recipe import DEFAULT_CUES, tokenize_cues
     from endprompt.reproduce import SHIPPED
     from endprompt.tokenizer import load_tokenizer
 

@@ -14,8 +14,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 
 from endprompt import modeling as M
 from endprompt import rope as R
-from endprompt.batching import RECIPES
 from endprompt.config import load_config
+from endprompt.recipe import RECIPES
 from endprompt.train import TrainingDiverged, latest_checkpoint, train, weighted_cross_entropy
 from tests.tolerances import BITWISE, FLOAT64_RTOL
 

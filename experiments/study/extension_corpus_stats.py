@@ -6,7 +6,7 @@ Modes, per recipe (the study's endprompt, pose and full arms: byte tokenizer, L0
 mixture, ``--docs`` documents, seed 0):
 
 - ``fixed``: today's extension data, `endprompt.mixture.build_mixture` at the recipe's own document length
-  (`endprompt.batching.full_doc_len`), one whole document per sample (``concat=False``);
+  (`endprompt.recipe.full_doc_len`), one whole document per sample (``concat=False``);
 - ``shared``: one `endprompt.mixture.build_shared_mixture` corpus (L0/4 .. 8 L0, log-uniform) for every recipe, cut
   as natural text (``concat=True``: ``sample_len(recipe)`` tokens of the EOS-separated stream) -- the chosen mode;
 - ``shared-whole``: the same corpus, one whole document per sample (``concat=False``), the alternative.
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from endprompt.batching import full_doc_len, recipe_spec, tokenize_cues
 from endprompt.config import RecipeConfig
 from endprompt.mixture import build_mixture, build_shared_mixture
 from endprompt.mixture_coverage import coverage
+from endprompt.recipe import full_doc_len, recipe_spec, tokenize_cues
 from endprompt.reproduce import PRESETS, SHIPPED, TRAINED
 from endprompt.tokenizer import byte_tokenizer, load_tokenizer
 
