@@ -188,6 +188,9 @@ class OptimConfig:
         grad_accum: micro-batches per optimizer step; the global batch is micro_batch_size * grad_accum * processes.
         max_steps: optimizer steps; if None, derived from ``train_tokens``.
         train_tokens: token budget (physical tokens, global); used when ``max_steps`` is None.
+        adapter_lr: learning rate of the LoRA adapters, apart from ``lr`` (None: ``lr`` for every trained weight, as
+            LongLoRA trains its adapters, embeddings and norms). Adapters are commonly trained at a higher rate than
+            full fine-tuning; a run that trains no adapters refuses it.
     """
 
     lr: float = 1e-3
@@ -201,12 +204,15 @@ class OptimConfig:
     max_grad_norm: float | None = 1.0
     max_steps: int | None = 100
     train_tokens: int | None = None
+    adapter_lr: float | None = None
 
     def __post_init__(self):
         _choice("optim.schedule", self.schedule, SCHEDULES)
         self.betas = tuple(self.betas)
         if self.lr <= 0:
             raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if self.adapter_lr is not None and self.adapter_lr <= 0:
+            raise ValueError(f"optim.adapter_lr must be > 0 (or None: optim.lr), got {self.adapter_lr}")
         if self.micro_batch_size < 1 or self.grad_accum < 1:
             raise ValueError("optim.micro_batch_size and optim.grad_accum must be >= 1")
         if self.max_steps is None and self.train_tokens is None:
@@ -263,6 +269,10 @@ class TrainConfig:
 
     def __post_init__(self):
         r, m = self.recipe, self.model
+        if self.optim.adapter_lr is not None and not (m.lora_r or r.spec.default_lora_r):
+            raise ValueError(f"optim.adapter_lr={self.optim.adapter_lr} is the LoRA adapters' learning rate, but this "
+                             f"run trains no adapters (model.lora_r=0 and recipe {r.name!r} adds none): drop "
+                             "optim.adapter_lr or set model.lora_r")
         if r.spec.sharedllm:
             self._check_sharedllm()
             return

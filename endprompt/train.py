@@ -37,7 +37,7 @@ from endprompt.recipe import Recipe, full_doc_len
 
 __all__ = ["TrainResult", "TrainingDiverged", "train", "weighted_cross_entropy", "batch_recipe", "lr_lambda",
            "latest_checkpoint", "CheckpointError", "RunDirLocked", "TrainStep", "StepOutcome", "MetricsLog",
-           "log_record"]
+           "log_record", "param_groups"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,20 @@ def lr_lambda(schedule: str, warmup: int, total: int):
         return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else max(0.0, 1 - progress)
 
     return f
+
+
+def param_groups(model, optim: OptimConfig) -> list[dict]:
+    """The optimizer's parameter groups: every trained weight at ``optim.lr``, except the LoRA adapters (PEFT's
+    ``lora_`` parameters) at ``optim.adapter_lr`` when it is set. One group, in the model's order, when it is not, so
+    that the optimizer state of earlier checkpoints still lines up."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if optim.adapter_lr is None:
+        return [{"params": [p for _, p in named], "lr": optim.lr}]
+    adapters = [p for n, p in named if "lora_" in n]
+    if not adapters:
+        raise ValueError(f"optim.adapter_lr={optim.adapter_lr} is set but the model has no trained LoRA parameters")
+    rest = [p for n, p in named if "lora_" not in n]
+    return [g for g in ({"params": rest, "lr": optim.lr}, {"params": adapters, "lr": optim.adapter_lr}) if g["params"]]
 
 
 def _rank_world() -> tuple[int, int]:
@@ -296,8 +310,8 @@ class _Trainer:
         self.manual_fsdp = self.cfg.run.strategy == "fsdp2" and self.acc.distributed_type.value != "FSDP"
         if self.manual_fsdp:
             self._fully_shard()  # before the optimizer exists: sharding replaces the parameters with DTensors
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, o), lr=o.lr, betas=o.betas, eps=o.eps,
+                                           weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            lr_lambda(o.schedule, o.warmup_steps, self.total_steps))
         if self.manual_fsdp:

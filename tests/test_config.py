@@ -44,6 +44,9 @@ def test_yaml_round_trip(tmp_path):
     (["recipe.a=2000", "recipe.b=48"],
      r"recipe 'endprompt': target_len=2048 must exceed the physical length a \+ b = 2000 \+ 48"),
     (["optim.lr=0"], "optim.lr must be > 0"),
+    (["optim.adapter_lr=0"], r"optim.adapter_lr must be > 0 \(or None: optim.lr\), got 0"),
+    (["optim.adapter_lr=2e-3"], "optim.adapter_lr=0.002 is the LoRA adapters' learning rate, but this run trains no "
+                                "adapters .*recipe 'endprompt' adds none.*drop optim.adapter_lr or set model.lora_r"),
     (["optim.max_steps=abc"], "optim.max_steps must be an integer, got 'abc'"),
     (["optim.nope=1"], r"unknown field\(s\) \['nope'\] in section 'optim'"),
     (["lr=1"], "must look like section.field=value"),

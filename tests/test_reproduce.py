@@ -94,7 +94,11 @@ def test_every_trained_arm_is_a_typed_config_with_a_matched_budget(tmp_path):
     assert max(tokens.values()) <= 1.01 * min(tokens.values()) and abs(tokens["endprompt"] - budget) < 4096
     one = extension_config(cfg, "endprompt-end", tmp_path, 0, tmp_path)
     assert one.recipe.cues == ("End.",) and one.recipe.name == "endprompt"
-    assert extension_config(cfg, "longlora", tmp_path, 0, tmp_path).optim.lr == 2e-3
+    longlora = extension_config(cfg, "longlora", tmp_path, 0, tmp_path).optim
+    # its adapters train at their own rate; the weights it trains in full keep every arm's (LongLoRA: full FT's)
+    assert (longlora.lr, longlora.adapter_lr) == (cfg.extension.lr, 2e-3)
+    assert all(extension_config(cfg, m, tmp_path, 0, tmp_path).optim.adapter_lr is None for m in TRAINED
+               if m != "longlora")
     ropes = {method: extension_config(cfg, method, tmp_path, 0, tmp_path).rope.rope_type for method in TRAINED}
     assert {m for m, r in ropes.items() if r != "linear"} == {"endprompt-yarn", "full-yarn"}  # PI elsewhere (paper)
     assert ropes["endprompt-yarn"] == "yarn" and TRAINED["endprompt-yarn"].recipe == TRAINED["endprompt"].recipe

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,30 @@ def test_longlora_merges_its_adapters(tmp_path, cache_dir):
     assert not any("lora" in k for k in saved)  # merged into plain weights
     stock = AutoModelForCausalLM.from_pretrained(result.final_dir)
     assert stock.config._attn_implementation != "s2attn"
+
+
+def test_adapters_train_at_their_own_rate_and_the_rest_at_lr(tmp_path, cache_dir):
+    from endprompt.train import param_groups
+
+    cfg = config(tmp_path, cache_dir, "recipe.name=longlora", "recipe.target_len=512", "optim.lr=1e-4",
+                 "optim.adapter_lr=3e-3")
+    model = M.prepare_model(cfg).model
+    groups = param_groups(model, cfg.optim)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert [g["lr"] for g in groups] == [1e-4, 3e-3]
+    rest, adapters = ({names[id(p)] for p in g["params"]} for g in groups)
+    assert adapters and all("lora_" in n for n in adapters)
+    assert any("embed_tokens" in n for n in rest) and any("norm" in n for n in rest)  # LoRA+: trained in full
+    assert not any("lora_" in n for n in rest)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert rest | adapters == trained and not rest & adapters
+    single = param_groups(model, replace(cfg.optim, adapter_lr=None))
+    assert len(single) == 1 and [id(p) for p in single[0]["params"]] == [
+        id(p) for p in model.parameters() if p.requires_grad]  # as before: one group in the model's order
+    result = train(cfg)
+    assert result.status == "completed"
+    lrs = [json.loads(line).get("lr") for line in open(Path(result.final_dir).parent / "metrics.jsonl")]
+    assert 1e-4 in lrs  # the logged rate is the base one
 
 
 def test_divergence_saves_the_batch_and_stops(tmp_path, cache_dir, monkeypatch):
