@@ -90,8 +90,9 @@ TRAINED = {
     # SharedLLM at the miniature's scale: 64-token chunks (L0/4, the paper's 1024 at 8K), trained on L0 + 4 chunks.
     # The paper's tree (height 3, beta 8) on a 1024-token chunk has 128-token leaves; on 64 byte tokens it would leave
     # 8-byte leaves keeping 2 tokens each, so height 2 (16-token leaves, about a passkey sentence's digits and words)
-    # and beta 4 (16 kept tokens per chunk, alpha = 6, 3). M = 2 of 4 layers, not the paper's 1/8 (M = 1): the first
-    # layer's keys and values are projections of bare token embeddings, so with M = 1 the compressor would mix nothing.
+    # and beta 4 (alpha = 6, 3: 5 tokens kept of each of the 3 kept nodes, 15 per chunk, a ratio of 4.3 after
+    # rounding). M = 2 of 4 layers, not the paper's 1/8 (M = 1): the first layer's keys and values are projections of
+    # bare token embeddings, so with M = 1 the compressor would mix nothing.
     "sharedllm": Method({"name": "sharedllm"}, sharedllm={"height": 2, "beta": 4.0, "num_injected_layers": 2}),
 }
 TRAINING_FREE = {"pi": "linear", "dynamic-ntk": "dynamic", "yarn": "yarn"}

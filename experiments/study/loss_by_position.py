@@ -40,7 +40,7 @@ def windows(docs: list[np.ndarray], length: int, count: int) -> list[np.ndarray]
 def main(argv=None) -> pd.DataFrame:
     from endprompt.modeling import load_causal_lm
     from endprompt.plotting import save
-    from endprompt.reproduce import PRESETS, TRAINING_FREE, _base, _heldout_docs, _training_free, load_trained
+    from endprompt.reproduce import PRESETS, TRAINED, TRAINING_FREE, _base, _heldout_docs, _training_free, load_trained
     from endprompt.tokenizer import load_tokenizer
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,8 +54,14 @@ def main(argv=None) -> pd.DataFrame:
     base = _base(cfg)
     wins = windows(_heldout_docs(load_tokenizer(None, base), cfg), cfg.target_len, args.windows)
     arms = [(m.group(1), int(m.group(2)), d / "final") for d in sorted(args.runs.iterdir())
-            if (m := re.fullmatch(r"(.+)-seed(\d+)", d.name)) and (d / "final" / "config.json").exists()
-            and (d / "eval.csv").exists()]
+            if (m := re.fullmatch(r"(.+)-seed(\d+)", d.name)) and (d / "final").is_dir() and (d / "eval.csv").exists()]
+    # SharedLLM's upper model reads at most its local window and the rest compressed: one forward pass over a
+    # target-length window is not how it reads text, so its loss by position would mean something else
+    left_out = sorted({m for m, _, _ in arms if m in TRAINED and TRAINED[m].is_sharedllm})
+    if left_out:
+        print(f"left out: {', '.join(left_out)} (an architecture with a local window; scored by the study's sliding "
+              "perplexity instead)")
+    arms = [arm for arm in arms if arm[0] not in left_out]
     arms += [("base", -1, base)] + [(name, -1, None) for name in ("pi", "yarn", "dynamic-ntk") if name in TRAINING_FREE]
     rows = []
     for method, seed, path in tqdm(arms, desc="arms", unit="model"):
