@@ -1,4 +1,4 @@
-"""Training speed of the study's trained arms, side by side: each arm's own `endprompt.reproduce.extension_config` on
+"""Training speed of the study's trained arms, side by side: each arm's own `endprompt.study.extension_config` on
 the shipped study base, shortened to ``--steps`` optimizer steps, the arms alternating (A B C A B C ...) ``--reps``
 times in one run, so that a machine whose speed drifts (other jobs) hits every arm alike.
 
@@ -26,7 +26,8 @@ import torch
 
 
 def main(argv=None) -> dict:
-    from endprompt.reproduce import PRESETS, TRAINED, _base, extension_config
+    from endprompt.reproduce import _base
+    from endprompt.study import PRESETS, TRAINED, extension_config
     from endprompt.train import train
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -5,7 +5,7 @@ generation of the answer budget, time (median of ``--repeats`` after a warm-up, 
 memory, each (model, length) in a fresh process, models alternating (`endprompt.inference_cost`). The base reads the
 whole prompt with full attention and no RoPE scaling (cost, not quality: position interpolation does not change the
 work). The SharedLLM is the study's seed-0 arm: trained here with the study's configuration
-(`endprompt.reproduce.extension_config`, exactly the study's run) unless ``--sharedllm`` gives a saved one; the study
+(`endprompt.study.extension_config`, exactly the study's run) unless ``--sharedllm`` gives a saved one; the study
 itself keeps no weights.
 
     python benchmarks/bench_study_inference.py [--lengths 1024,2048,4096] [--repeats 5]
@@ -21,7 +21,8 @@ from pathlib import Path
 
 def trained_sharedllm(cache_dir: str, seed: int = 0) -> Path:
     """The study preset's SharedLLM of ``seed`` (trained once, kept under ``cache_dir``)."""
-    from endprompt.reproduce import PRESETS, _base, extension_config
+    from endprompt.reproduce import _base
+    from endprompt.study import PRESETS, extension_config
     from endprompt.train import train
 
     cfg = replace(PRESETS["study"], cache_dir=cache_dir)
@@ -40,7 +41,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", default="cache")
     args = parser.parse_args()
     from endprompt.inference_cost import inference_cost, summarize_cost
-    from endprompt.reproduce import PRESETS, _base
+    from endprompt.reproduce import _base
+    from endprompt.study import PRESETS
 
     base = _base(replace(PRESETS["study"], cache_dir=args.cache_dir))
     shared = Path(args.sharedllm) if args.sharedllm else trained_sharedllm(args.cache_dir)

@@ -217,7 +217,8 @@ def reproduce_command(args) -> int:
 
     from endprompt import plotting, study_tables
     from endprompt.real_study import REAL_PRESETS
-    from endprompt.reproduce import PRESETS, collect_study, run_study
+    from endprompt.reproduce import collect_study, run_study
+    from endprompt.study import PRESETS
 
     if args.preset in REAL_PRESETS:
         return real_study_command(args)

@@ -32,7 +32,7 @@ class ShippedArm:
     """One trained arm of a study whose final model the repository ships.
 
     Attributes:
-        method: the trained arm (a key of `endprompt.reproduce.TRAINED`) that made it.
+        method: the trained arm (a key of `endprompt.study.TRAINED`) that made it.
         study: the preset whose run it is (its name: ``study-bpe``).
         seed: the run's seed (its documents, initialisation of the data order and evaluation prompts).
     """

@@ -1,7 +1,7 @@
 """The base model of a study: a tiny Llama pretrained from scratch at ``L0`` by the library's own `train`.
 
 One `StudyBase` names one base: its architecture, its tokenizer, and its pretraining (recipe ``pretrain`` on the
-retrieval mixture of `endprompt.mixture`). The study (`endprompt.reproduce.StudyConfig.base`) and the search for a
+retrieval mixture of `endprompt.mixture`). The study (`endprompt.study.StudyConfig.base`) and the search for a
 base that behaves like a real LLM under RoPE rescaling (`endprompt.testbed`) both describe their bases with it, and
 both pretrain through `pretrain_base`, so a candidate found by the search is the study's base by handing it over.
 

@@ -30,7 +30,8 @@ from pathlib import Path
 import pandas as pd
 
 from endprompt import claims, plotting, study_tables
-from endprompt.reproduce import PRESETS, base_scores, run_study
+from endprompt.reproduce import base_scores, run_study
+from endprompt.study import PRESETS
 
 FAST = os.environ.get("ENDPROMPT_FAST") == "1"
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()

@@ -162,9 +162,10 @@ import os, signal, sys
 from dataclasses import replace
 import pandas as pd
 import endprompt.reproduce as rep
+from endprompt.study import PRESETS
 
 out, cache, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
-cfg = replace(rep.PRESETS["smoke"], out_dir=out, cache_dir=cache, methods=("pi", "endprompt"), eval_lengths=(256,))
+cfg = replace(PRESETS["smoke"], out_dir=out, cache_dir=cache, methods=("pi", "endprompt"), eval_lengths=(256,))
 real, calls = rep.evaluate, [0]
 
 def evaluate(*args, **kwargs):
@@ -219,9 +220,10 @@ def test_an_interrupted_study_resumes_without_redoing_or_duplicating(tmp_path, m
         return real_to_csv(self, path, *args, **kwargs)
 
     import endprompt.reproduce as rep
+    from endprompt.study import PRESETS
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", torn)
     with pytest.raises(KeyboardInterrupt):
-        rep.run_study(replace(rep.PRESETS["smoke"], out_dir=str(out), cache_dir=str(cache),
+        rep.run_study(replace(PRESETS["smoke"], out_dir=str(out), cache_dir=str(cache),
                               methods=("pi", "endprompt"), eval_lengths=(256,)))
     assert (out / "results.csv").read_text() == before

@@ -59,6 +59,8 @@ def test_the_import_graph_is_acyclic():
     ("endprompt.batching", {"endprompt.config", "endprompt.data", "endprompt.train"}),
     ("endprompt.plotting", {"endprompt.train", "endprompt.reproduce", "endprompt.evaluate", "endprompt.bound"}),
     ("endprompt.study_tables", {"endprompt.train", "endprompt.reproduce"}),
+    # a study's settings are typed values: building them runs and evaluates nothing
+    ("endprompt.study", {"endprompt.reproduce", "endprompt.evaluate", "endprompt.plotting", "endprompt.claims"}),
     ("endprompt.claims", {"endprompt.train", "endprompt.reproduce", "endprompt.modeling", "endprompt.plotting"}),
     # the shared task generators stand below both of their users, so neither reaches into the other
     ("endprompt.tasks", {"endprompt.evaluate", "endprompt.mixture", "endprompt.train", "endprompt.modeling"}),

@@ -14,7 +14,7 @@ from endprompt.tokenizer import byte_tokenizer
 TOK = byte_tokenizer()
 L0, TARGET = 256, 2048
 STUDY_MIX = "mixture:natural=0.2,passkey=0.4,niah=0.3,mqar=0.05,vt=0.05"
-# the study's arms (endprompt.reproduce.extension_config): cue recipes a = L0 - 52, tail recipes b = 20
+# the study's arms (endprompt.study.extension_config): cue recipes a = L0 - 52, tail recipes b = 20
 RECIPES = {"endprompt": Recipe("endprompt", a=L0 - 52, b=52, target_len=TARGET),
            "pose": Recipe("pose", a=L0 - 20, b=20, target_len=TARGET),
            "full": Recipe("full", a=L0 - 20, b=20, target_len=TARGET)}

@@ -1,17 +1,16 @@
 """endprompt.reproduce: the smoke preset runs the whole study end to end (base, extensions, training-free scalings,
-evaluation) and produces a well-formed table and figures; the arms are typed configurations with matched budgets."""
+evaluation) and produces a well-formed table and figures; learning-curve points continue one run; SharedLLM runs
+through it."""
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from endprompt import plotting, study_tables
 from endprompt.claims import CLAIM_COLUMNS
-from endprompt.reproduce import PRESETS, TRAINED, Extension, StudyConfig, base_scores, extension_config, run_study
-from endprompt.shipped_arms import shipped_arm
+from endprompt.reproduce import base_scores, run_study
+from endprompt.study import PRESETS, Extension
 from tests.tolerances import SNAPSHOT_RTOL
 
 
@@ -51,79 +50,6 @@ def test_smoke_study_end_to_end(tmp_path, study_workdir):
                                   table[table["method"].isin(["base", "pi"])][cols].reset_index(drop=True))
 
 
-def test_bad_study_config():
-    with pytest.raises(ValueError, match="unknown methods \\['yarn2'\\]"):
-        StudyConfig(methods=("yarn2",))
-    with pytest.raises(ValueError, match="schedule='cosin'"):
-        Extension(schedule="cosin")
-    with pytest.raises(ValueError, match="factor must be >= 2"):
-        Extension(factor=1)
-
-
-def test_extension_settings_reach_every_arm(tmp_path):
-    cfg = replace(PRESETS["study"], extension=Extension(factor=4, lr=1e-4, schedule="cosine", warmup=7, docs=99))
-    for method in TRAINED:
-        optim = extension_config(cfg, method, tmp_path, 0, tmp_path).optim
-        assert (optim.schedule, optim.warmup_steps) == ("cosine", 7) and optim.lr == (TRAINED[method].lr or 1e-4)
-    one = extension_config(cfg, "endprompt", tmp_path, 0, tmp_path)
-    assert one.recipe.target_len == 4 * cfg.L0 == cfg.target_len and one.data.mixture_docs == 99
-    assert one.data.doc_len_range is None  # the committed study: each recipe's own document length
-    shared = replace(cfg, extension=Extension(factor=4, shared_documents=True))
-    ranges = {extension_config(shared, m, tmp_path, 0, tmp_path).data.doc_len_range for m in TRAINED}
-    assert ranges == {(cfg.L0 // 4, 4 * cfg.L0)}  # one set of documents for every arm
-
-
-def test_every_trained_arm_is_a_typed_config_with_a_matched_budget(tmp_path):
-    cfg = PRESETS["study"]
-    tokens = {}
-    for method in TRAINED:
-        train_cfg = extension_config(cfg, method, tmp_path / "base", 1, tmp_path / method)
-        r = train_cfg.recipe
-        assert train_cfg.model.original_len == cfg.L0
-        assert train_cfg.model.path == str(tmp_path / "base") and train_cfg.run.seed == 1
-        if TRAINED[method].is_sharedllm:  # an architecture: L0 + 4 chunks of L0/4, its local window L0, no PI
-            s = train_cfg.sharedllm
-            assert (s.chunk_size, s.window, r.target_len) == (cfg.L0 // 4, cfg.L0, cfg.L0 + 4 * cfg.L0 // 4)
-            assert r.physical_len == r.target_len and not r.spec.extends_positions
-        else:
-            assert r.target_len == cfg.target_len
-            assert r.physical_len == (cfg.target_len if r.name in ("full", "longlora") else cfg.L0)
-        assert r.b == (cfg.b_cue if r.spec.uses_cues else cfg.b_tail)
-        tokens[method] = train_cfg.optim.max_steps * train_cfg.optim.micro_batch_size * r.physical_len
-    budget = cfg.extension.tokens
-    assert max(tokens.values()) <= 1.01 * min(tokens.values()) and abs(tokens["endprompt"] - budget) < 4096
-    one = extension_config(cfg, "endprompt-end", tmp_path, 0, tmp_path)
-    assert one.recipe.cues == ("End.",) and one.recipe.name == "endprompt"
-    longlora = extension_config(cfg, "longlora", tmp_path, 0, tmp_path).optim
-    # its adapters train at their own rate; the weights it trains in full keep every arm's (LongLoRA: full FT's)
-    assert (longlora.lr, longlora.adapter_lr) == (cfg.extension.lr, 2e-3)
-    assert all(extension_config(cfg, m, tmp_path, 0, tmp_path).optim.adapter_lr is None for m in TRAINED
-               if m != "longlora")
-    ropes = {method: extension_config(cfg, method, tmp_path, 0, tmp_path).rope.rope_type for method in TRAINED}
-    assert {m for m, r in ropes.items() if r != "linear"} == {"endprompt-yarn", "full-yarn"}  # PI elsewhere (paper)
-    assert ropes["endprompt-yarn"] == "yarn" and TRAINED["endprompt-yarn"].recipe == TRAINED["endprompt"].recipe
-
-
-def test_presets_study_shipped_bases_with_their_own_cue_budget():
-    from endprompt.recipe import DEFAULT_CUES, tokenize_cues
-    from endprompt.reproduce import SHIPPED
-    from endprompt.tokenizer import load_tokenizer
-
-    for name, cfg in PRESETS.items():  # a preset never pretrains its base silently (the smoke base is tiny)
-        assert name == "smoke" or (SHIPPED / cfg.base.key / "config.json").exists(), (name, cfg.base.key)
-    for name in ("study", "study-bpe", "demo"):
-        cfg = PRESETS[name]
-        tok = load_tokenizer(None, SHIPPED / cfg.base.key)
-        longest = max(len(ids) for ids in tokenize_cues(DEFAULT_CUES, tok))
-        assert cfg.b_cue == longest + 2, (name, longest)  # the body is as long as the longest cue allows
-    bpe = PRESETS["study-bpe"]
-    assert len(load_tokenizer(None, SHIPPED / bpe.base.key)) == bpe.base.vocab_size == 2048
-    assert bpe.extension.shared_documents and len(bpe.curve) == 4
-    demo = PRESETS["demo"]  # the main job: the study's base, documents and first curve point, and its shipped arms
-    assert demo.base == bpe.base and demo.extension == replace(bpe.extension, tokens=bpe.extension.tokens // 8)
-    assert demo.shipped and set(demo.seeds) == {shipped_arm(n).seed for n in demo.shipped}
-
-
 def test_learning_curve_points_continue_one_run(tmp_path, study_workdir):
     # issue 13: every trained arm evaluated at points of its budget; continuing the run from point to point must give
     # the model of one uninterrupted run (constant schedule), so the last point is the study's row
@@ -151,15 +77,6 @@ def test_learning_curve_points_continue_one_run(tmp_path, study_workdir):
     assert once[once["method"] == "endprompt"]["train_tokens"].iloc[0] == points.iloc[1]
 
 
-def test_bad_learning_curves_name_the_fix():
-    with pytest.raises(ValueError, match="ending at 1.0"):
-        StudyConfig(curve=(0.5, 0.25, 1.0))
-    with pytest.raises(ValueError, match="ending at 1.0"):
-        StudyConfig(curve=(0.5,))
-    with pytest.raises(ValueError, match="schedule='cosine'"):
-        StudyConfig(curve=(0.5, 1.0), extension=Extension(schedule="cosine"))
-
-
 def test_smoke_study_runs_sharedllm(tmp_path, study_workdir):
     """The SharedLLM arm trains through the study, is read back with load_sharedllm and evaluated at every length."""
     cfg = replace(PRESETS["smoke"], methods=("sharedllm",), eval_lengths=(512,), out_dir=str(tmp_path / "out"),
@@ -173,14 +90,3 @@ def test_smoke_study_runs_sharedllm(tmp_path, study_workdir):
     assert (shared["train_tokens"] == 2 * 512).all()  # one step of two L0 + 4-chunk samples
     ppl = ok[ok["metric"] == "ppl_truncated"]["score"]
     assert (ppl < 260).all()  # better than uniform over the byte vocabulary: a trained model was evaluated
-
-
-def test_study_bpe_long_differs_from_study_bpe_only_in_its_documents():
-    long, bpe = PRESETS["study-bpe-long"], PRESETS["study-bpe"]
-    assert long.extension.doc_layout == "uniform-whole" and bpe.extension.doc_layout == "log-part"
-    assert replace(long, name=bpe.name, out_dir=bpe.out_dir, extension=bpe.extension) == bpe
-    with pytest.raises(ValueError, match=r"Extension.doc_layout='uniform-whole' lays out the shared documents; set "
-                                         r"shared_documents=True"):
-        Extension(doc_layout="uniform-whole")
-    cfg = extension_config(long, "full", Path("base"), 0, Path("out"))
-    assert cfg.data.doc_layout == "uniform-whole" and cfg.data.doc_len_range == (long.L0 // 4, long.target_len)

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from endprompt import shipped_arms
-from endprompt.reproduce import PRESETS, StudyConfig, load_trained, run_study
+from endprompt.reproduce import load_trained, run_study
 from endprompt.shipped_arms import SHIPPED_ARMS, ShippedArm, ship
+from endprompt.study import PRESETS, StudyConfig
 
 
 @pytest.fixture

@@ -34,7 +34,8 @@ from endprompt.config import RecipeConfig
 from endprompt.mixture import build_mixture, build_shared_mixture
 from endprompt.mixture_coverage import coverage
 from endprompt.recipe import full_doc_len, recipe_spec, tokenize_cues
-from endprompt.reproduce import PRESETS, SHIPPED, TRAINED
+from endprompt.reproduce import SHIPPED
+from endprompt.study import PRESETS, TRAINED
 from endprompt.tokenizer import byte_tokenizer, load_tokenizer
 
 ARMS = ("endprompt", "pose", "full")

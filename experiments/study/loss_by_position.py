@@ -40,7 +40,8 @@ def windows(docs: list[np.ndarray], length: int, count: int) -> list[np.ndarray]
 def main(argv=None) -> pd.DataFrame:
     from endprompt.modeling import load_causal_lm
     from endprompt.plotting import save
-    from endprompt.reproduce import PRESETS, TRAINED, TRAINING_FREE, _base, _heldout_docs, _training_free, load_trained
+    from endprompt.reproduce import _base, _heldout_docs, _training_free, load_trained
+    from endprompt.study import PRESETS, TRAINED, TRAINING_FREE
     from endprompt.tokenizer import load_tokenizer
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from endprompt.reproduce import TRAINING_FREE, study_lengths
+from endprompt.reproduce import study_lengths
+from endprompt.study import TRAINING_FREE
 from endprompt.study_tables import seed_table
 
 NAMES = {"base": "base (no extension)", "full": "full-length (PI)", "endprompt": "EndPrompt (PI, cue set)",

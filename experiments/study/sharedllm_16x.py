@@ -20,7 +20,8 @@ import pandas as pd
 
 def main() -> None:
     from endprompt.evaluate import evaluate
-    from endprompt.reproduce import PRESETS, _base, _heldout_docs, extension_config, load_trained
+    from endprompt.reproduce import _base, _heldout_docs, load_trained
+    from endprompt.study import PRESETS, extension_config
     from endprompt.tokenizer import load_tokenizer
     from endprompt.train import train
 

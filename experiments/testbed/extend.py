@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from endprompt.reproduce import Extension, StudyConfig, run_study
+from endprompt.reproduce import run_study
+from endprompt.study import Extension, StudyConfig
 from endprompt.study_base import StudyBase
 from endprompt.testbed import TESTBED
 
