@@ -350,9 +350,16 @@ class Checkpointer:
         if self.deepspeed:
             self.acc.load_state(str(path))
         else:  # every rank reads the full state and keeps its own shard
-            set_state_dict(self.module, getattr(self.optimizer, "optimizer", self.optimizer),
-                           model_state_dict=_load(path / "model.pt"), optim_state_dict=_load(path / "optimizer.pt"),
-                           options=StateDictOptions(full_state_dict=True))
+            optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
+            optim_state = _load(path / "optimizer.pt")
+            saved, built = len(optim_state.get("param_groups", [])), len(optimizer.param_groups)
+            if saved != built:  # set_state_dict would pair the groups up wrongly and the scheduler fail later
+                raise CheckpointError(f"{path} holds an optimizer with {saved} parameter group(s) and this run builds "
+                                      f"{built} (optim.adapter_lr gives LoRA adapters a group of their own): resume "
+                                      "with the settings the run was written with, or start over with "
+                                      "run.resume=false")
+            set_state_dict(self.module, optimizer, model_state_dict=_load(path / "model.pt"),
+                           optim_state_dict=optim_state, options=StateDictOptions(full_state_dict=True))
         self.scheduler.load_state_dict(_load(path / "scheduler.pt"))
         rng_file = path / f"rng-rank{self.rank}.pt"
         if rng_file.exists():

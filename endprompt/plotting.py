@@ -17,10 +17,11 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLoca
 
 from endprompt.study_tables import AUX_METRICS, ok_rows
 
-__all__ = ["set_style", "figures_dir", "save", "label_lengths", "label_values", "mark_lengths", "plain_log_axis",
-           "label_points", "plot_bandwidth", "plot_score_curves", "plot_ratio_distributions", "plot_coverage",
-           "plot_identifiability", "plot_score_by_length", "plot_needle_heatmap", "plot_perplexity", "plot_task_bars",
-           "study_figures", "plot_learning_curves", "plot_formation"]
+__all__ = ["set_style", "figures_dir", "save", "label_lengths", "label_values", "drop_crowded_tick_labels",
+           "mark_lengths", "plain_log_axis", "label_points", "plot_bandwidth", "plot_score_curves",
+           "plot_ratio_distributions", "plot_coverage", "plot_identifiability", "plot_score_by_length",
+           "plot_needle_heatmap", "plot_perplexity", "plot_task_bars", "study_figures", "plot_learning_curves",
+           "plot_formation"]
 
 PALETTE = "colorblind"
 
@@ -71,28 +72,34 @@ def label_values(ax, values, fmt, axis: str = "x", min_ratio: float = 1.3) -> No
 
 
 def drop_crowded_tick_labels(ax, axis: str = "x", pad_pt: float = 6.0) -> None:
-    """Keep a tick label only where it clears the last kept one by ``pad_pt`` points, measured on the drawn figure (so
-    after the layout is final): measured values close together on a narrow axis, such as wall times of 1276 and 1682
-    s, would otherwise print into each other. The first and last labels stay when they can."""
+    """Blank a major tick label that would not clear the last shown one by ``pad_pt`` points, measured on the drawn
+    figure (so after the layout is final): measured values close together on a narrow axis, such as wall times of 1276
+    and 1682 s, would otherwise print into each other. Ticks and grid lines stay; labels are taken in screen order (an
+    inverted axis too); the first and last measured values stay labelled when they can."""
     fig = ax.figure
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     target = ax.xaxis if axis == "x" else ax.yaxis
-    locs = list(target.get_ticklocs())
-    texts = [t.get_text() for t in target.get_ticklabels()]
+    ticks = target.get_major_ticks()
+    locs = [t.get_loc() for t in ticks]
+    texts = [t.label1.get_text() if t.label1.get_visible() else "" for t in ticks]
+    lo, hi = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
+
+    def span(i: int) -> tuple[float, float]:
+        box = ticks[i].label1.get_window_extent(renderer)
+        return (box.x0, box.x1) if axis == "x" else (box.y0, box.y1)
+
+    shown = sorted((i for i, v in enumerate(locs) if texts[i] and lo <= v <= hi), key=lambda i: span(i)[0])
     pad = pad_pt * fig.dpi / 72.0
-    boxes = [t.get_window_extent(renderer) for t in target.get_ticklabels()]
-    spans = [(b.x0, b.x1) if axis == "x" else (b.y0, b.y1) for b in boxes]
-    lo, hi = (ax.get_xlim() if axis == "x" else ax.get_ylim())
-    inside = [i for i, v in enumerate(locs) if min(lo, hi) <= v <= max(lo, hi) and texts[i]]
     keep: list[int] = []
-    for i in inside:
-        if keep and spans[i][0] < spans[keep[-1]][1] + pad:
-            if i == inside[-1] and len(keep) > 1 and spans[i][0] >= spans[keep[-2]][1] + pad:
+    for i in shown:
+        if keep and span(i)[0] < span(keep[-1])[1] + pad:
+            if i == shown[-1] and len(keep) > 1 and span(i)[0] >= span(keep[-2])[1] + pad:
                 keep[-1] = i  # the last measured value outranks the one before it
             continue
         keep.append(i)
-    (ax.set_xticks if axis == "x" else ax.set_yticks)([locs[i] for i in keep], [texts[i] for i in keep])
+    kept = set(keep)
+    (ax.set_xticks if axis == "x" else ax.set_yticks)(locs, [t if i in kept else "" for i, t in enumerate(texts)])
 
 
 def _tokens(v: float) -> str:

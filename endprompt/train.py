@@ -198,9 +198,9 @@ class TrainStep:
         return part.detach()
 
 
-def log_record(step: int, outcome: StepOutcome, lr: float, tokens: int, elapsed: float) -> dict:
-    """One line of ``metrics.jsonl``."""
-    return {"step": step, "loss": outcome.loss, "lr": lr, "grad_norm": outcome.grad_norm, "tokens": tokens,
+def log_record(step: int, outcome: StepOutcome, rates: dict, tokens: int, elapsed: float) -> dict:
+    """One line of ``metrics.jsonl``; ``rates``: ``lr`` and, for a run with ``optim.adapter_lr``, ``adapter_lr``."""
+    return {"step": step, "loss": outcome.loss, **rates, "grad_norm": outcome.grad_norm, "tokens": tokens,
             "elapsed_s": elapsed, "tokens_per_s": tokens / max(elapsed, 1e-9)}
 
 
@@ -343,6 +343,13 @@ class _Trainer:
                  "world_size": self.world, "config": self.cfg.to_dict()}
         return self.checkpointer.save(self.step, state)
 
+    def _rates(self) -> dict:
+        """The learning rates now: ``lr`` of the trained weights and, when set, ``adapter_lr`` of the LoRA adapters
+        (one schedule scales both; the optimizer's first group is the adapters' when nothing else trains)."""
+        o = self.cfg.optim
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        return {"lr": o.lr * factor, **({"adapter_lr": o.adapter_lr * factor} if o.adapter_lr is not None else {})}
+
     def _resume(self) -> Path | None:
         """Restore the newest whole checkpoint when ``run.resume``; a run that starts over drops older checkpoints
         (it must never resume from another run's state later)."""
@@ -393,8 +400,7 @@ class _Trainer:
         dump.mkdir(parents=True, exist_ok=True)
         torch.save(batches, dump / f"batches-rank{self.rank}.pt")
         if self.is_main:
-            (dump / "info.json").write_text(json.dumps({"step": self.step, "loss": loss,
-                                                        "lr": self.scheduler.get_last_lr()[0]}))
+            (dump / "info.json").write_text(json.dumps({"step": self.step, "loss": loss, **self._rates()}))
         return dump
 
     def run(self) -> TrainResult:
@@ -422,7 +428,7 @@ class _Trainer:
             bar.set_postfix(loss=f"{outcome.loss:.4f}", tok_s=f"{self.tokens / max(self.elapsed, 1e-9):.0f}",
                             refresh=False)
             if self.step % cfg.run.log_every == 0 or self.step == stop_at:
-                metrics.write(log_record(self.step, outcome, self.scheduler.get_last_lr()[0], self.tokens,
+                metrics.write(log_record(self.step, outcome, self._rates(), self.tokens,
                                          self.elapsed))
             if cfg.run.save_every and self.step % cfg.run.save_every == 0:
                 checkpoint = self._save()

@@ -204,3 +204,26 @@ def test_learning_curve_tick_labels_never_overlap():
             [t.get_text() for t in shown]
     time_labels = [t.get_text() for t in fig.axes[1].get_xticklabels() if t.get_text()]
     assert time_labels[0] == "117" and time_labels[-1] == "3057", time_labels  # the extremes measured stay labelled
+
+
+def test_crowded_tick_labels_are_blanked_in_screen_order_keeping_ticks():
+    import matplotlib.pyplot as plt
+
+    fig, (ax, inverted, hidden) = plt.subplots(1, 3, figsize=(6, 2))
+    values = [100, 110, 120, 400, 410, 1000]
+    for a in (ax, inverted, hidden):
+        a.plot(values, values)
+        a.set_xscale("log")
+        plotting.label_values(a, values, lambda v: f"{v:.0f}", min_ratio=1.0)
+    inverted.invert_xaxis()
+    hidden.tick_params(labelbottom=False)
+    for a in (ax, inverted, hidden):
+        plotting.drop_crowded_tick_labels(a)
+    fig.canvas.draw()
+    for a in (ax, inverted):
+        shown = [t for t in a.get_xticklabels() if t.get_text()]
+        boxes = [t.get_window_extent() for t in shown]
+        assert len(shown) >= 3 and not any(b.overlaps(c) for i, b in enumerate(boxes) for c in boxes[i + 1 :])
+        assert {"100", "1000"} <= {t.get_text() for t in shown}  # the extremes measured stay
+        assert len(a.get_xticks()) == len(values)  # every tick (and grid line) stays; only labels go
+    assert not [t for t in hidden.get_xticklabels() if t.get_visible() and t.get_text()]  # hidden stays hidden

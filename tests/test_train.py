@@ -175,8 +175,22 @@ def test_adapters_train_at_their_own_rate_and_the_rest_at_lr(tmp_path, cache_dir
         id(p) for p in model.parameters() if p.requires_grad]  # as before: one group in the model's order
     result = train(cfg)
     assert result.status == "completed"
-    lrs = [json.loads(line).get("lr") for line in open(Path(result.final_dir).parent / "metrics.jsonl")]
-    assert 1e-4 in lrs  # the logged rate is the base one
+    logged = [json.loads(line) for line in open(Path(result.final_dir).parent / "metrics.jsonl")]
+    assert logged[-1]["lr"] == 1e-4 and logged[-1]["adapter_lr"] == 3e-3  # both rates, after the 1-step warm-up
+
+
+def test_a_run_resumes_with_its_adapter_rate_or_says_why_not(tmp_path, cache_dir):
+    from endprompt.checkpoint import CheckpointError
+
+    args = ["recipe.name=longlora", "recipe.target_len=512", "optim.adapter_lr=3e-3", "optim.max_steps=3",
+            "run.save_every=1"]
+    whole = train(config(tmp_path / "whole", cache_dir, *args))
+    assert train(config(tmp_path / "split", cache_dir, *args, "run.stop_after=2")).status == "stopped"
+    with pytest.raises(CheckpointError, match=r"2 parameter group\(s\) and this run builds 1 \(optim.adapter_lr"
+                                              r".*run.resume=false"):
+        train(config(tmp_path / "split", cache_dir, *args[:2], *args[3:]))  # the same run without adapter_lr
+    second = train(config(tmp_path / "split", cache_dir, *args))
+    assert second.status == "completed" and second.losses == whole.losses  # two groups resume exactly
 
 
 def test_divergence_saves_the_batch_and_stops(tmp_path, cache_dir, monkeypatch):

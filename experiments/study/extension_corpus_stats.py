@@ -68,7 +68,7 @@ def main() -> None:
     for arm in arms:
         spec = TRAINED[arm]
         b = study.b_cue if recipe_spec(spec.recipe["name"]).uses_cues else study.b_tail
-        recipe = RecipeConfig(a=L0 - b, b=b, target_len=target, **spec.recipe)  # as reproduce.extension_config
+        recipe = RecipeConfig(a=L0 - b, b=b, target_len=target, **spec.recipe)  # as study.extension_config
         cues = tokenize_cues(recipe.cues, tok, recipe.b) if recipe.spec.uses_cues else None
         modes = (("shared", shared, True),)
         if byte:

@@ -48,7 +48,7 @@ def passkey_curve(out: Path, cfg: StudyConfig) -> pd.DataFrame:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("settings", nargs="*", help="StudyBase fields as name=value, over endprompt.testbed.TESTBED")
-    parser.add_argument("--methods", default="full", help="comma-separated trained arms of endprompt.reproduce")
+    parser.add_argument("--methods", default="full", help="comma-separated arms of endprompt.study.TRAINED")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--factor", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=Extension.tokens, help="physical tokens per arm")
