@@ -257,7 +257,8 @@ def print_verdicts(judged) -> None:
     from endprompt import claims
 
     for row in claims.verdicts(judged).to_dict("records"):
-        print(f"({row['claim']}) {row['statement']}\n    {row['verdict']} ({row['seeds']} seeds); for: {row['for']}; "
+        seeds = f"{row['seeds']} seed" + ("" if row["seeds"] == 1 else "s")
+        print(f"({row['claim']}) {row['statement']}\n    {row['verdict']} ({seeds}); for: {row['for']}; "
               f"against: {row['against']}")
 
 

@@ -22,9 +22,9 @@ from endprompt.study_tables import seed_table
 NAMES = {"base": "base (no extension)", "full": "full-length (PI)", "endprompt": "EndPrompt (PI, cue set)",
          "endprompt-yarn": "EndPrompt with YaRN", "full-yarn": "full-length with YaRN", "pose": "PoSE",
          "endprompt-pose": "ET(PoSE)", "endprompt-end": 'EndPrompt, "End."', "endprompt-eot": "EndPrompt, end-of-turn",
-         "endprompt-tail": "EndPrompt, tail of the text", "endprompt-random": "EndPrompt, random tokens",
-         "longlora": "LongLoRA", "sharedllm": "SharedLLM", "pi": "PI x8, no training",
-         "dynamic-ntk": "dynamic NTK, no training", "yarn": "YaRN x8, no training"}
+         "endprompt-tail": "EndPrompt, own tail", "endprompt-random": "EndPrompt, tail at a random place",
+         "longlora": "LongLoRA (LoRA+ r=8, S2-Attn)", "sharedllm": "SharedLLM (L0 + 4 chunks, no PI)",
+         "pi": "PI x8, no training", "dynamic-ntk": "dynamic NTK, no training", "yarn": "YaRN x8, no training"}
 
 
 def markdown(table: pd.DataFrame, target_len: int) -> list[str]:
