@@ -217,8 +217,13 @@ CLAIMS = {c.key: c for c in (
     Claim("yarn", "(issue 13) EndPrompt's recipe still helps under YaRN, whose top frequency is not scaled "
           "(sigma = 1: the smoothing argument does not cover it)",
           _each("endprompt-yarn", "full-yarn") + _each("endprompt-yarn", "endprompt")),
+    Claim("placement", "(the authors' scripts) the terminal segment belongs at the target's end: the window's own tail "
+          "on [L-b, L-1] (their fixed variant) does at least as well as the same tokens at a random place between body "
+          "and target (their random variant)",
+          _each("endprompt-tail", "endprompt-random")),
 )}
-"""The paper's four claims (and issue 13's YaRN question), each with the comparisons that test it."""
+"""The paper's four claims, issue 13's YaRN question and the authors' two placements of the terminal segment, each
+with the comparisons that test it."""
 
 CLAIM_COLUMNS = ("claim", "a", "b", "measure", "kind", "label", "length", "seeds", "mean_a", "mean_b", "diff", "ci95",
                  "p", "p_holm", "outcome", "supports_claim")

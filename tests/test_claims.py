@@ -206,7 +206,10 @@ def test_judged_rows_and_verdicts():
     t = table(ppl("endprompt", {0: 40.0, 1: 41.0, 2: 39.0}, {0: 50.0, 1: 52.0, 2: 49.0}),
               ppl("full", {0: 42.0, 1: 43.0, 2: 41.0}, {0: 40.0, 1: 41.0, 2: 40.0}),
               ppl("endprompt-yarn", {0: 40.0}, {0: 41.0}), ppl("full-yarn", {0: 40.0}, {0: 40.0}),
-              rows("endprompt-yarn", {0: 0.0}), rows("full-yarn", {0: 0.0}))
+              rows("endprompt-yarn", {0: 0.0}), rows("full-yarn", {0: 0.0}),
+              # the placement: the random variant keeps the perplexity at the target that the own tail loses
+              ppl("endprompt-tail", {}, {0: 47.0, 1: 50.0, 2: 48.0}),
+              ppl("endprompt-random", {}, {0: 42.0, 1: 41.5, 2: 42.5}))
     judged = judge_claims(t, L0, TARGET)
     assert tuple(judged.columns) == CLAIM_COLUMNS
     assert len(judged) == sum(len(c.comparisons) for c in CLAIMS.values())
@@ -217,6 +220,8 @@ def test_judged_rows_and_verdicts():
     assert v.loc["4", "verdict"] == "supported" and v.loc["4", "seeds"] == 3
     assert v.loc["2", "verdict"] == v.loc["3", "verdict"] == "not measured"
     assert v.loc["yarn", "verdict"] == "one seed: no interval"  # one seed and a floor: nothing to read
+    assert v.loc["placement", "verdict"] == "contradicted"
+    assert v.loc["placement", "against"] == "endprompt-tail vs endprompt-random: ppl@target"
     # read back from claims.csv (the claim keys then parse as numbers): the same verdicts
     read_back = judged.assign(claim=[int(c) if c.isdigit() else c for c in judged["claim"]])
     assert verdicts(read_back).equals(verdicts(judged))
