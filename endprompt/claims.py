@@ -1,6 +1,7 @@
-"""The paper's claims, judged on a study's results (`endprompt.reproduce`'s ``results.csv`` rows).
+"""The paper's claims and the study's further questions (YaRN, the authors' two placements of the terminal segment),
+judged on a study's results (`endprompt.reproduce`'s ``results.csv`` rows).
 
-Each claim is a registry entry (`CLAIMS`): the paper's statement and the comparisons that test it. A comparison is
+Each claim is a registry entry (`CLAIMS`): its statement and the comparisons that test it. A comparison is
 one arm against another on one `Measure`, paired by seed: every arm of a study evaluates seed ``s`` on the same
 prompts and held-out text, so the per-seed differences remove the prompts' share of the spread. Perplexity is
 compared as a log ratio (its differences grow with its level). Three kinds of comparison:

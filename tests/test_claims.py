@@ -202,7 +202,8 @@ def test_an_equivalence_claim_needs_every_readable_comparison_equivalent():
 
 
 def test_judged_rows_and_verdicts():
-    # claim 1 contradicted on perplexity, claim 4 supported; claims 2 and 3 have no arms; yarn has one seed
+    # claim 1 contradicted on perplexity, claim 4 supported; claims 2 and 3 have no arms; yarn has one seed; the
+    # placement contradicted on perplexity
     t = table(ppl("endprompt", {0: 40.0, 1: 41.0, 2: 39.0}, {0: 50.0, 1: 52.0, 2: 49.0}),
               ppl("full", {0: 42.0, 1: 43.0, 2: 41.0}, {0: 40.0, 1: 41.0, 2: 40.0}),
               ppl("endprompt-yarn", {0: 40.0}, {0: 41.0}), ppl("full-yarn", {0: 40.0}, {0: 40.0}),
@@ -221,6 +222,9 @@ def test_judged_rows_and_verdicts():
     assert v.loc["2", "verdict"] == v.loc["3", "verdict"] == "not measured"
     assert v.loc["yarn", "verdict"] == "one seed: no interval"  # one seed and a floor: nothing to read
     assert v.loc["placement", "verdict"] == "contradicted"
+    placement = judged[judged["claim"] == "placement"]
+    assert len(placement) == len(MEASURES) and (placement["kind"] == "at-least").all()
+    assert (placement["a"] == "endprompt-tail").all() and (placement["b"] == "endprompt-random").all()
     assert v.loc["placement", "against"] == "endprompt-tail vs endprompt-random: ppl@target"
     # read back from claims.csv (the claim keys then parse as numbers): the same verdicts
     read_back = judged.assign(claim=[int(c) if c.isdigit() else c for c in judged["claim"]])
