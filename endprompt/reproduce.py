@@ -172,10 +172,11 @@ def run_study(cfg: StudyConfig) -> pd.DataFrame:
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "study.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=2)))
     start = time.perf_counter()
     base = _base(cfg)
     tokenizer = load_tokenizer(None, base)  # the base's own (byte-level for the shipped base)
+    cfg = cfg.for_tokenizer(tokenizer)  # the end prompt's budget is the tokenizer's, never a default's
+    atomic_write(out / "study.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=2)))
     docs = _heldout_docs(tokenizer, cfg)
     base_model = None
     for seed in cfg.seeds:  # the base is one model; its evaluation varies with the seed's prompts
@@ -246,6 +247,10 @@ def collect_study(cfg: StudyConfig, require_all: bool = True) -> pd.DataFrame:
     the runs left out; by default a missing run is an error (`run_study` has just made them all).
     """
     out = Path(cfg.out_dir)
+    if cfg.b_cue is None:  # study.json records the budget the runs used: the base's tokenizer's
+        from endprompt.tokenizer import load_tokenizer
+
+        cfg = cfg.for_tokenizer(load_tokenizer(None, _base(cfg)))
     names = ([("base", seed) for seed in cfg.seeds] + [(n, seed) for seed in cfg.seeds for n in cfg.shipped]
              + [(m, seed) for seed in cfg.seeds for m in cfg.methods])
     rows, costs, curves, missing = [], [], [], []

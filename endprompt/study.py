@@ -10,12 +10,13 @@ from pathlib import Path
 
 from endprompt.config import RecipeConfig, TrainConfig, load_config
 from endprompt.data import check_doc_layout
-from endprompt.recipe import EOT_CUE, recipe_spec
+from endprompt.recipe import DEFAULT_CUES, EOT_CUE, recipe_spec, tokenize_cues
 from endprompt.sharedllm.model import SharedLLMConfig
 from endprompt.shipped_arms import shipped_arm
 from endprompt.study_base import StudyBase
 
-__all__ = ["Method", "TRAINED", "TRAINING_FREE", "METHODS", "Extension", "StudyConfig", "PRESETS", "extension_config"]
+__all__ = ["Method", "TRAINED", "TRAINING_FREE", "METHODS", "Extension", "StudyConfig", "PRESETS", "extension_config",
+           "CUE_MARGIN", "cue_budget"]
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,10 @@ class StudyConfig:
         base: the base model and its pretraining (`endprompt.study_base.StudyBase`: the shipped byte-level base by
             default); its ``L0`` is the base's context (the paper's 8K).
         extension: the extension to ``extension.factor * L0`` (64K) and its training budget (`Extension`).
-        b_cue: the largest end prompt (the byte tokenizer makes the paper's first cue 50 tokens); the text body of the
-            cue recipes is ``L0 - b_cue`` so that a sample never exceeds ``L0``.
+        b_cue: the largest end prompt; the text body of the cue recipes is ``L0 - b_cue`` so that a sample never
+            exceeds ``L0``. It depends on the base's tokenizer (the paper's first cue is 50 byte tokens, 17 BPE-2048
+            tokens): None takes it from the tokenizer when the study runs (`StudyConfig.for_tokenizer`, `cue_budget`),
+            and a value given must equal it.
         b_tail: terminal tokens of the own-tail and random variants (the authors' 20).
         eval_samples: prompts per task and length; needle_samples per grid cell.
         curve: the fractions of the budget at which every trained arm is evaluated (learning curves). The arm trains
@@ -141,7 +144,7 @@ class StudyConfig:
     cache_dir: str = "cache"
     base: StudyBase = field(default_factory=StudyBase)
     extension: Extension = field(default_factory=Extension)
-    b_cue: int = 52
+    b_cue: int | None = None
     b_tail: int = 20
     methods: tuple[str, ...] = METHODS
     seeds: tuple[int, ...] = (0,)
@@ -161,7 +164,7 @@ class StudyConfig:
             raise ValueError(f"unknown methods {sorted(unknown)}; methods are: {', '.join(METHODS)}")
         for name in self.shipped:
             shipped_arm(name)  # an unknown name: a clear error listing the shipped arms
-        if self.L0 - self.b_cue < 8:
+        if self.b_cue is not None and self.L0 - self.b_cue < 8:
             raise ValueError(f"L0={self.L0} leaves no room for text next to a {self.b_cue}-token end prompt")
         curve = tuple(self.curve)
         if not curve or curve != tuple(sorted(set(curve))) or curve[0] <= 0 or curve[-1] != 1.0:
@@ -176,9 +179,32 @@ class StudyConfig:
     def L0(self) -> int:
         return self.base.L0
 
+    def for_tokenizer(self, tokenizer) -> StudyConfig:
+        """This study with the end prompt's budget of the base's ``tokenizer`` (`cue_budget`): ``b_cue`` filled in when
+        unset; a given ``b_cue`` that contradicts the tokenizer is refused (a larger one would silently shorten every
+        cue recipe's text body and its physical tokens, a smaller one fail on the longest cue)."""
+        b = cue_budget(tokenizer)
+        if self.b_cue is None:
+            return replace(self, b_cue=b)
+        if self.b_cue != b:
+            raise ValueError(f"b_cue={self.b_cue}, but the base's tokenizer makes the longest end prompt "
+                             f"{b - CUE_MARGIN} tokens, so its budget is {b}: set b_cue={b} or leave it unset (None) "
+                             "to take it from the tokenizer")
+        return self
+
     @property
     def target_len(self) -> int:
         return self.L0 * self.extension.factor
+
+
+CUE_MARGIN = 2
+"""Tokens of the end prompt's budget beyond the longest cue (the committed studies: 50 + 2 byte tokens, 17 + 2 BPE)."""
+
+
+def cue_budget(tokenizer) -> int:
+    """``b`` of the cue recipes with ``tokenizer``: the longest cue of the paper's cue set (`DEFAULT_CUES`, of which
+    every cue arm's set is a part) plus `CUE_MARGIN`, so that the text body ``L0 - b`` is as long as it allows."""
+    return max(len(ids) for ids in tokenize_cues(DEFAULT_CUES, tokenizer)) + CUE_MARGIN
 
 
 PRESETS = {
@@ -191,7 +217,7 @@ PRESETS = {
                         methods=("endprompt", "full", "pi", "yarn"), shipped=("full@8M", "endprompt@8M"), seeds=(1,),
                         eval_lengths=(128, 256, 512, 1024, 2048), eval_samples=16, needle_samples=2,
                         needle_depths=(0.0, 0.5, 1.0)),
-    "study": StudyConfig(name="study", out_dir="results/study", seeds=(0, 1, 2)),
+    "study": StudyConfig(name="study", out_dir="results/study", b_cue=52, seeds=(0, 1, 2)),
     # the next study (issue 13): the shipped BPE base C3 (the byte base's settings with BPE 2048; results/testbed/), the
     # budget that re-forms retrieval under PI x8 there (8M tokens: 2M re-formed nothing), one set of documents for every
     # arm, learning curves. b_cue: the cue set's longest cue is 17 tokens at vocabulary 2048 (+2, as 50 + 2 for bytes)
@@ -235,7 +261,11 @@ def _train_config(cfg: StudyConfig, out_dir: Path, recipe: RecipeConfig, base: P
 def extension_config(cfg: StudyConfig, method: str, base: Path, seed: int, out: Path) -> TrainConfig:
     """The training configuration of one trained arm: matched physical-token budgets, PI at ``factor``."""
     spec = TRAINED[method]
-    b = cfg.b_cue if recipe_spec(spec.recipe["name"]).uses_cues else cfg.b_tail
+    uses_cues = recipe_spec(spec.recipe["name"]).uses_cues
+    if uses_cues and cfg.b_cue is None:
+        raise ValueError(f"StudyConfig.b_cue is unset, so {method!r} has no end-prompt budget: resolve it from the "
+                         "base's tokenizer with cfg.for_tokenizer(tokenizer) (run_study does)")
+    b = cfg.b_cue if uses_cues else cfg.b_tail
     target, sections = cfg.target_len, {}
     if spec.is_sharedllm:
         shared = SharedLLMConfig(**{"chunk_size": cfg.L0 // 4, "local_window": cfg.L0, **(spec.sharedllm or {})})

@@ -101,3 +101,27 @@ def test_study_bpe_long_differs_from_study_bpe_only_in_its_documents():
         Extension(doc_layout="uniform-whole")
     cfg = extension_config(long, "full", Path("base"), 0, Path("out"))
     assert cfg.data.doc_layout == "uniform-whole" and cfg.data.doc_len_range == (long.L0 // 4, long.target_len)
+
+
+def test_the_end_prompt_budget_is_the_base_tokenizers():
+    """b_cue unset takes the base's tokenizer's longest cue + CUE_MARGIN; a given one that contradicts the tokenizer
+    is refused with the fix; an unresolved config cannot build a cue arm (extend.py once trained EndPrompt on the BPE
+    base with the byte default, 52 instead of 19: a body of 204 tokens instead of 237, 82% of the budget)."""
+    from endprompt.recipe import DEFAULT_CUES, tokenize_cues
+    from endprompt.reproduce import SHIPPED
+    from endprompt.study import CUE_MARGIN, cue_budget
+    from endprompt.tokenizer import byte_tokenizer, load_tokenizer
+
+    bpe = PRESETS["study-bpe"]
+    tok = load_tokenizer(None, SHIPPED / bpe.base.key)
+    longest = max(len(ids) for ids in tokenize_cues(DEFAULT_CUES, tok))
+    assert cue_budget(tok) == longest + CUE_MARGIN == 19 and cue_budget(byte_tokenizer()) == 52
+    unset = replace(bpe, b_cue=None)
+    assert unset.for_tokenizer(tok) == bpe and bpe.for_tokenizer(tok) is bpe
+    with pytest.raises(ValueError, match=r"b_cue=52, but the base's tokenizer makes the longest end prompt 17 tokens, "
+                                         r"so its budget is 19: set b_cue=19 or leave it unset"):
+        replace(bpe, b_cue=52).for_tokenizer(tok)
+    with pytest.raises(ValueError, match=r"StudyConfig.b_cue is unset, so 'endprompt' has no end-prompt budget"):
+        extension_config(unset, "endprompt", Path("base"), 0, Path("out"))
+    assert extension_config(unset, "full", Path("base"), 0, Path("out")).recipe.b == unset.b_tail  # no cue: no need
+    assert StudyConfig().b_cue is None and PRESETS["study"].b_cue == 52
