@@ -21,7 +21,8 @@ from endprompt.recipe import Recipe
 from endprompt.sharedllm.model import SharedLLMConfig
 
 __all__ = ["ModelConfig", "RopeConfig", "DataConfig", "RecipeConfig", "OptimConfig", "RunConfig", "TrainConfig",
-           "PRESETS_DIR", "list_presets", "load_config", "apply_overrides", "steps_for_budget"]
+           "PRESETS_DIR", "list_presets", "load_config", "apply_overrides", "steps_for_budget", "RESUMABLE_CHANGES",
+           "resume_conflicts"]
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 STRATEGIES = ("auto", "ddp", "fsdp2", "deepspeed")
@@ -437,3 +438,29 @@ def steps_for_budget(cfg: TrainConfig, physical_len: int, world_size: int = 1) -
     per_step = cfg.optim.micro_batch_size * cfg.optim.grad_accum * world_size * physical_len
     return max(1, math.ceil(cfg.optim.train_tokens / per_step))
 
+
+
+RESUMABLE_CHANGES = frozenset({
+    "optim.max_steps", "optim.train_tokens",  # a run continued for more steps (learning curves, a longer budget)
+    "model.path", "data.cache_dir", "run.out_dir",  # places: the weights and the data come from the checkpoint
+    "run.save_every", "run.log_every", "run.resume", "run.stop_after", "run.progress", "run.tensorboard",
+    "run.strategy", "run.num_processes", "run.num_machines",  # how it runs and reports, not what it computes
+})
+"""``section.field`` settings in which a resumed run may differ from the run that wrote its checkpoint; any other
+difference (recipe, data, model shape, tokenizer, RoPE, learning rate, seed, precision) would continue the saved state
+as a different run, so resuming is refused (`resume_conflicts`)."""
+
+
+def resume_conflicts(saved: dict, cfg: TrainConfig) -> list[str]:
+    """The settings in which ``cfg`` contradicts ``saved`` (the ``TrainConfig.to_dict()`` a checkpoint was written
+    with), as ``"section.field: saved -> now"``, leaving out `RESUMABLE_CHANGES`. Fields present on one side only (a
+    checkpoint older than a setting) are not compared."""
+    now = cfg.to_dict()
+    conflicts = []
+    for section in saved.keys() & now.keys():
+        old, new = saved[section], now[section]
+        for name in old.keys() & new.keys():
+            key = f"{section}.{name}"
+            if key not in RESUMABLE_CHANGES and old[name] != new[name]:
+                conflicts.append(f"{key}: {old[name]!r} -> {new[name]!r}")
+    return sorted(conflicts)

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from endprompt import batching, data, modeling, s2attn
 from endprompt.checkpoint import Checkpointer, CheckpointError, RunDirLocked, RunLock, atomic_write, latest_checkpoint
-from endprompt.config import OptimConfig, TrainConfig, steps_for_budget
+from endprompt.config import OptimConfig, TrainConfig, resume_conflicts, steps_for_budget
 from endprompt.recipe import Recipe, full_doc_len
 
 __all__ = ["TrainResult", "TrainingDiverged", "train", "weighted_cross_entropy", "batch_recipe", "lr_lambda",
@@ -360,6 +360,7 @@ class _Trainer:
         path = self._from_main(lambda: latest_checkpoint(self.out))
         if path is None:
             return None
+        self._from_main(lambda: self._check_settings(path))
         state = self.checkpointer.load(path)
         self.sampler.load_state_dict(state["sampler"])
         self.collator.load_state_dict(state["collator"])
@@ -367,6 +368,16 @@ class _Trainer:
         self.elapsed = state["elapsed"]
         log.info("resumed from %s at step %d", path, self.step)
         return path
+
+    def _check_settings(self, path: Path) -> None:
+        """Refuse to continue a checkpoint written with other settings (`endprompt.config.resume_conflicts`): its
+        state would go on as a different run than either, silently."""
+        saved = json.loads((path / "trainer_state.json").read_text()).get("config")
+        conflicts = resume_conflicts(saved, self.cfg) if saved else []
+        if conflicts:
+            raise CheckpointError(f"{path} was written with other settings ({'; '.join(conflicts)}): resume with the "
+                                  "settings the run was written with, or start over with run.resume=false or another "
+                                  "run.out_dir")
 
     def _from_main(self, find):
         """``find()`` on the main process only (it reads and checksums files); its answer or error on every rank."""

@@ -98,3 +98,20 @@ def test_the_recipe_section_is_a_batching_recipe_validated_once():
         load_config("tiny-cpu", overrides=["recipe.s2_group_ratio=1.5"])
     with pytest.raises(ValueError, match="recipe 'pose': target_len=2048 must exceed the PoSE window 4096"):
         load_config("tiny-cpu", overrides=["recipe.name=pose", "recipe.window=4096"])
+
+
+def test_resume_conflicts_name_what_changed_and_allow_what_may():
+    from endprompt.config import RESUMABLE_CHANGES, resume_conflicts
+
+    cfg = load_config("tiny-cpu")
+    saved = cfg.to_dict()
+    assert resume_conflicts(saved, cfg) == []
+    later = load_config("tiny-cpu", overrides=["optim.max_steps=999", "run.out_dir=/elsewhere", "run.stop_after=3",
+                                               "data.cache_dir=/c", "run.progress=false"])
+    assert resume_conflicts(saved, later) == []
+    assert {"optim.max_steps", "run.out_dir"} <= RESUMABLE_CHANGES
+    other = load_config("tiny-cpu", overrides=["rope.rope_type=yarn", "model.hidden_size=96", "run.seed=3"])
+    assert resume_conflicts(saved, other) == ["model.hidden_size: 128 -> 96", "rope.rope_type: 'linear' -> 'yarn'",
+                                              "run.seed: 0 -> 3"]
+    older = {section: {k: v for k, v in fields.items() if k != "doc_layout"} for section, fields in saved.items()}
+    assert resume_conflicts(older, cfg) == []  # a setting newer than the checkpoint is not compared

@@ -186,11 +186,26 @@ def test_a_run_resumes_with_its_adapter_rate_or_says_why_not(tmp_path, cache_dir
             "run.save_every=1"]
     whole = train(config(tmp_path / "whole", cache_dir, *args))
     assert train(config(tmp_path / "split", cache_dir, *args, "run.stop_after=2")).status == "stopped"
-    with pytest.raises(CheckpointError, match=r"2 parameter group\(s\) and this run builds 1 \(optim.adapter_lr"
-                                              r".*run.resume=false"):
+    with pytest.raises(CheckpointError, match=r"written with other settings \(optim.adapter_lr: 0.003 -> None\): "
+                                              r"resume with the settings.*run.resume=false"):
         train(config(tmp_path / "split", cache_dir, *args[:2], *args[3:]))  # the same run without adapter_lr
     second = train(config(tmp_path / "split", cache_dir, *args))
     assert second.status == "completed" and second.losses == whole.losses  # two groups resume exactly
+
+
+def test_a_checkpoint_is_never_continued_with_other_settings(tmp_path, cache_dir):
+    """A resumed run must be the run that wrote the checkpoint: a different recipe, learning rate or seed is refused
+    before any state is loaded, naming each setting; more steps, places and reporting may change."""
+    from endprompt.checkpoint import CheckpointError
+
+    args = ["recipe.name=endprompt", "optim.max_steps=3", "run.save_every=1"]
+    assert train(config(tmp_path, cache_dir, *args, "run.stop_after=1")).status == "stopped"
+    with pytest.raises(CheckpointError, match=r"step-00000001 was written with other settings \(optim.lr: 0.001 -> "
+                                              r"0.002; recipe.a: 204 -> 200; run.seed: 0 -> 1\)"):
+        train(config(tmp_path, cache_dir, *args, "recipe.a=200", "optim.lr=2e-3", "run.seed=1"))
+    assert json.loads((latest_checkpoint(tmp_path) / "trainer_state.json").read_text())["step"] == 1  # untouched
+    more = train(config(tmp_path, cache_dir, *args, "optim.max_steps=4", "run.log_every=2"))
+    assert more.status == "completed" and more.steps == 4
 
 
 def test_divergence_saves_the_batch_and_stops(tmp_path, cache_dir, monkeypatch):
