@@ -9,6 +9,7 @@ Presets live in ``endprompt/presets/<name>.yaml``; a YAML file of the same shape
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import get_args, get_origin, get_type_hints
@@ -441,26 +442,37 @@ def steps_for_budget(cfg: TrainConfig, physical_len: int, world_size: int = 1) -
 
 
 RESUMABLE_CHANGES = frozenset({
-    "optim.max_steps", "optim.train_tokens",  # a run continued for more steps (learning curves, a longer budget)
+    "optim.max_steps", "optim.train_tokens",  # more steps (learning curves, a longer budget): constant schedule only
     "model.path", "data.cache_dir", "run.out_dir",  # places: the weights and the data come from the checkpoint
     "run.save_every", "run.log_every", "run.resume", "run.stop_after", "run.progress", "run.tensorboard",
     "run.strategy", "run.num_processes", "run.num_machines",  # how it runs and reports, not what it computes
 })
 """``section.field`` settings in which a resumed run may differ from the run that wrote its checkpoint; any other
 difference (recipe, data, model shape, tokenizer, RoPE, learning rate, seed, precision) would continue the saved state
-as a different run, so resuming is refused (`resume_conflicts`)."""
+as a different run, so resuming is refused (`resume_conflicts`). The step budget may grow only under the constant
+schedule: cosine and linear schedules compute every step's rate from the total."""
+
+_PATHS = frozenset({"model.tokenizer"})
+"""Settings that name a file or directory: compared as resolved paths ("cache/x" and "/abs/cache/x" are one place)."""
 
 
 def resume_conflicts(saved: dict, cfg: TrainConfig) -> list[str]:
     """The settings in which ``cfg`` contradicts ``saved`` (the ``TrainConfig.to_dict()`` a checkpoint was written
-    with), as ``"section.field: saved -> now"``, leaving out `RESUMABLE_CHANGES`. Fields present on one side only (a
-    checkpoint older than a setting) are not compared."""
+    with), as ``"section.field: saved -> now"``, leaving out `RESUMABLE_CHANGES` (the step budget only under the
+    constant schedule) and the ``sharedllm`` section of a run that is not a SharedLLM. Fields present on one side only
+    (a checkpoint older than a setting) are not compared."""
     now = cfg.to_dict()
+    free = set(RESUMABLE_CHANGES)
+    if saved.get("optim", {}).get("schedule", "constant") != "constant":
+        free -= {"optim.max_steps", "optim.train_tokens"}
+    sections = saved.keys() & now.keys() - ({"sharedllm"} if not cfg.recipe.spec.sharedllm else set())
     conflicts = []
-    for section in saved.keys() & now.keys():
+    for section in sections:
         old, new = saved[section], now[section]
         for name in old.keys() & new.keys():
-            key = f"{section}.{name}"
-            if key not in RESUMABLE_CHANGES and old[name] != new[name]:
+            key, a, b = f"{section}.{name}", old[name], new[name]
+            if key in _PATHS and isinstance(a, str) and isinstance(b, str):
+                a, b = os.path.realpath(a), os.path.realpath(b)
+            if key not in free and a != b:
                 conflicts.append(f"{key}: {old[name]!r} -> {new[name]!r}")
     return sorted(conflicts)

@@ -175,7 +175,9 @@ def run_study(cfg: StudyConfig) -> pd.DataFrame:
     start = time.perf_counter()
     base = _base(cfg)
     tokenizer = load_tokenizer(None, base)  # the base's own (byte-level for the shipped base)
-    cfg = cfg.for_tokenizer(tokenizer)  # the end prompt's budget is the tokenizer's, never a default's
+    if cfg.cue_methods:  # the end prompt's budget is the tokenizer's, never a default's
+        cfg = cfg.for_tokenizer(tokenizer)
+        _check_cue_budget(out, cfg)
     atomic_write(out / "study.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=2)))
     docs = _heldout_docs(tokenizer, cfg)
     base_model = None
@@ -209,6 +211,22 @@ def run_study(cfg: StudyConfig) -> pd.DataFrame:
     table = collect_study(cfg)
     (out / "wall_time.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
     return table
+
+
+def _saved_cue_budget(out: Path) -> int | None:
+    """The end prompt's budget that the study in ``out`` recorded in its ``study.json`` (None: none recorded)."""
+    path = out / "study.json"
+    return json.loads(path.read_text()).get("b_cue") if path.exists() else None
+
+
+def _check_cue_budget(out: Path, cfg: StudyConfig) -> None:
+    """Refuse to add runs to, or rewrite the settings of, a study whose cue arms were trained with another end-prompt
+    budget: its ``study.json`` would describe results it did not produce."""
+    saved = _saved_cue_budget(out)
+    trained = [m for m in cfg.cue_methods if any((out / "runs").glob(f"{m}-seed*"))]
+    if saved is not None and saved != cfg.b_cue and trained:
+        raise ValueError(f"{out} holds runs of {', '.join(trained)} trained with b_cue={saved} (its study.json), and "
+                         f"this study's is {cfg.b_cue}: give another out_dir (--out) for the new runs")
 
 
 def study_lengths(out_dir: str | Path) -> tuple[int, int]:
@@ -247,10 +265,13 @@ def collect_study(cfg: StudyConfig, require_all: bool = True) -> pd.DataFrame:
     the runs left out; by default a missing run is an error (`run_study` has just made them all).
     """
     out = Path(cfg.out_dir)
-    if cfg.b_cue is None:  # study.json records the budget the runs used: the base's tokenizer's
-        from endprompt.tokenizer import load_tokenizer
-
-        cfg = cfg.for_tokenizer(load_tokenizer(None, _base(cfg)))
+    if cfg.b_cue is None and cfg.cue_methods:  # the budget its runs used, which run_study recorded
+        saved = _saved_cue_budget(out)
+        if saved is None:
+            raise FileNotFoundError(f"{out / 'study.json'} records no end-prompt budget (b_cue) for the cue arms "
+                                    f"{', '.join(cfg.cue_methods)}: collect the output directory of endprompt "
+                                    "reproduce, or set StudyConfig.b_cue")
+        cfg = replace(cfg, b_cue=saved)
     names = ([("base", seed) for seed in cfg.seeds] + [(n, seed) for seed in cfg.seeds for n in cfg.shipped]
              + [(m, seed) for seed in cfg.seeds for m in cfg.methods])
     rows, costs, curves, missing = [], [], [], []

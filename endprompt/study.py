@@ -179,6 +179,11 @@ class StudyConfig:
     def L0(self) -> int:
         return self.base.L0
 
+    @property
+    def cue_methods(self) -> tuple[str, ...]:
+        """The trained arms whose terminal segment is an end prompt of the cue set (their body is ``L0 - b_cue``)."""
+        return tuple(m for m in self.methods if m in TRAINED and recipe_spec(TRAINED[m].recipe["name"]).uses_cues)
+
     def for_tokenizer(self, tokenizer) -> StudyConfig:
         """This study with the end prompt's budget of the base's ``tokenizer`` (`cue_budget`): ``b_cue`` filled in when
         unset; a given ``b_cue`` that contradicts the tokenizer is refused (a larger one would silently shorten every

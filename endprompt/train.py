@@ -372,8 +372,10 @@ class _Trainer:
     def _check_settings(self, path: Path) -> None:
         """Refuse to continue a checkpoint written with other settings (`endprompt.config.resume_conflicts`): its
         state would go on as a different run than either, silently."""
-        saved = json.loads((path / "trainer_state.json").read_text()).get("config")
-        conflicts = resume_conflicts(saved, self.cfg) if saved else []
+        state = json.loads((path / "trainer_state.json").read_text())
+        conflicts = resume_conflicts(state["config"], self.cfg) if state.get("config") else []
+        if state.get("world_size", self.world) != self.world:  # the global batch is micro * accum * processes
+            conflicts.append(f"processes: {state['world_size']} -> {self.world}")
         if conflicts:
             raise CheckpointError(f"{path} was written with other settings ({'; '.join(conflicts)}): resume with the "
                                   "settings the run was written with, or start over with run.resume=false or another "
@@ -381,15 +383,18 @@ class _Trainer:
 
     def _from_main(self, find):
         """``find()`` on the main process only (it reads and checksums files); its answer or error on every rank."""
-        box = [None]
+        box, failure = [None], None
         if self.is_main:
             try:
                 box = [("ok", find())]
-            except CheckpointError as err:
-                box = [("error", str(err))]
+            except Exception as err:  # any failure reaches every rank, which would otherwise wait in the broadcast
+                box, failure = [("error", str(err) if isinstance(err, CheckpointError)
+                                 else f"{type(err).__name__}: {err}")], err
         if self.world > 1:
             torch.distributed.broadcast_object_list(box, src=0)
         kind, value = box[0]
+        if failure is not None:
+            raise failure
         if kind == "error":
             raise CheckpointError(value)
         return value

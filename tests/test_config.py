@@ -1,5 +1,6 @@
 """endprompt.config: presets, overrides, validation with clear errors, YAML round trip, the CLI's dry run."""
 
+import os
 import subprocess
 import sys
 
@@ -115,3 +116,11 @@ def test_resume_conflicts_name_what_changed_and_allow_what_may():
                                               "run.seed: 0 -> 3"]
     older = {section: {k: v for k, v in fields.items() if k != "doc_layout"} for section, fields in saved.items()}
     assert resume_conflicts(older, cfg) == []  # a setting newer than the checkpoint is not compared
+    cosine = load_config("tiny-cpu", overrides=["optim.schedule=cosine"])
+    longer = load_config("tiny-cpu", overrides=["optim.schedule=cosine", "optim.max_steps=999"])
+    assert resume_conflicts(cosine.to_dict(), longer) == ["optim.max_steps: 100 -> 999"]  # every step's rate moves
+    here = load_config("tiny-cpu", overrides=["model.tokenizer=cache/tok"])
+    there = load_config("tiny-cpu", overrides=[f"model.tokenizer={os.path.abspath('cache/tok')}"])
+    assert resume_conflicts(here.to_dict(), there) == []  # one place, spelled two ways
+    moved = load_config("tiny-cpu", overrides=["sharedllm.beta=4"])
+    assert resume_conflicts(saved, moved) == []  # the sharedllm section is not read by this recipe

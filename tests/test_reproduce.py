@@ -90,3 +90,26 @@ def test_smoke_study_runs_sharedllm(tmp_path, study_workdir):
     assert (shared["train_tokens"] == 2 * 512).all()  # one step of two L0 + 4-chunk samples
     ppl = ok[ok["metric"] == "ppl_truncated"]["score"]
     assert (ppl < 260).all()  # better than uniform over the byte vocabulary: a trained model was evaluated
+
+
+def test_a_study_directory_keeps_the_end_prompt_budget_its_runs_used(tmp_path):
+    """Runs of a cue arm trained with one b_cue never share a study.json with another b_cue; collecting a study reads
+    the budget it recorded instead of pretraining a base to ask its tokenizer."""
+    import json
+
+    import pytest
+
+    from endprompt.reproduce import _check_cue_budget, collect_study
+
+    bpe = replace(PRESETS["study-bpe"], out_dir=str(tmp_path), methods=("endprompt", "full"), seeds=(0,))
+    (tmp_path / "runs" / "full-seed0").mkdir(parents=True)
+    (tmp_path / "study.json").write_text(json.dumps({"b_cue": 52}))
+    _check_cue_budget(tmp_path, bpe)  # no cue arm has run here yet
+    (tmp_path / "runs" / "endprompt-seed0").mkdir()
+    with pytest.raises(ValueError, match=r"holds runs of endprompt trained with b_cue=52 \(its study.json\), and this "
+                                         r"study's is 19: give another out_dir"):
+        _check_cue_budget(tmp_path, bpe)
+    _check_cue_budget(tmp_path, replace(bpe, b_cue=52))  # the same budget as its runs
+    (tmp_path / "study.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"records no end-prompt budget \(b_cue\) for the cue arms endprompt"):
+        collect_study(replace(bpe, b_cue=None), require_all=False)

@@ -204,6 +204,16 @@ def test_a_checkpoint_is_never_continued_with_other_settings(tmp_path, cache_dir
                                               r"0.002; recipe.a: 204 -> 200; run.seed: 0 -> 1\)"):
         train(config(tmp_path, cache_dir, *args, "recipe.a=200", "optim.lr=2e-3", "run.seed=1"))
     assert json.loads((latest_checkpoint(tmp_path) / "trainer_state.json").read_text())["step"] == 1  # untouched
+    state_file = latest_checkpoint(tmp_path) / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "world_size": 2}))  # as if written by two processes
+    from endprompt.checkpoint import write_manifest
+
+    write_manifest(state_file.parent, 1)
+    with pytest.raises(CheckpointError, match=r"other settings \(processes: 2 -> 1\)"):
+        train(config(tmp_path, cache_dir, *args))
+    state_file.write_text(json.dumps(state))
+    write_manifest(state_file.parent, 1)
     more = train(config(tmp_path, cache_dir, *args, "optim.max_steps=4", "run.log_every=2"))
     assert more.status == "completed" and more.steps == 4
 
