@@ -382,8 +382,9 @@ def study_figures(tables: dict[str, pd.DataFrame], L0: int, target_len: int, out
     return paths
 
 
-def plot_learning_curves(curves: pd.DataFrame, target_len: int) -> plt.Figure:
-    """Learning curves at the target (`endprompt.study_tables.curve_table`): one row per measure, against physical
+def plot_learning_curves(curves: pd.DataFrame, length: int, where: str = "the target length") -> plt.Figure:
+    """Learning curves at one length, by default the target (`endprompt.study_tables.curve_table` at ``length``;
+    ``where`` names it in the title, e.g. ``"L0 ="``): one row per measure, against physical
     training tokens (left) and training wall time (right), both on log axes labelled at the measured points, one line
     per method with its 95% interval over seeds; percentages on 0-100 axes, the chance level of a digit labelled."""
     set_style()
@@ -411,7 +412,7 @@ def plot_learning_curves(curves: pd.DataFrame, target_len: int) -> plt.Figure:
                         fontsize=7, color="0.3")
     if axes[0, 1].get_legend() is not None:
         axes[0, 1].legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle(f"Learning curves at the target length {target_len} (95% interval over seeds)", y=1.0)
+    fig.suptitle(f"Learning curves at {where} {length} (95% interval over seeds)", y=1.0)
     fig.tight_layout()
     for ax in axes.flat:
         drop_crowded_tick_labels(ax)

@@ -182,6 +182,21 @@ def test_learning_curve_axes_are_labelled_at_the_measured_points_only():
     assert digits_ax.get_ylim() == (-3, 103) and "chance (10%)" in {t.get_text() for t in digits_ax.texts}
 
 
+def test_learning_curves_are_drawn_at_the_length_asked_and_say_which():
+    # the random placement traded L0's passkey for the target's: the same curves at L0 must be drawable, titled so
+    from endprompt.study_tables import curve_table
+
+    rows = [{"method": "full", "seed": 0, "length": length, "status": "ok", "budget_fraction": fraction,
+             "train_tokens": 8e6 * fraction, "wall_time_s": 1000 * fraction, "task": "passkey", "metric": "accuracy",
+             "score": score * fraction}
+            for length, score in ((256, 100.0), (2048, 40.0)) for fraction in (0.25, 0.5, 1.0)]
+    curves = pd.DataFrame(rows)
+    for length, where, top in ((2048, "the target length", 40.0), (256, "L0 =", 100.0)):
+        fig = plotting.plot_learning_curves(curve_table(curves, length), length, where)
+        assert fig.get_suptitle().startswith(f"Learning curves at {where} {length} "), fig.get_suptitle()
+        assert max(fig.axes[0].lines[0].get_ydata()) == top  # the scores of that length, not another's
+
+
 def test_learning_curve_tick_labels_never_overlap():
     # study-bpe's wall-time axis printed "1276" into "1682": measured times 1.3x apart on a narrow log axis
     from endprompt.study_tables import curve_table

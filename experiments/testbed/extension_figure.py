@@ -7,7 +7,8 @@
 Each directory is an `extend.py` result (its ``curves.csv`` and ``study.json``); they must share the base and the
 target, since the figure puts their methods on one axis of physical tokens. Draws passkey, its digit accuracy,
 niah_single_1 and held-out perplexity at the target against physical tokens and wall time
-(`endprompt.plotting.plot_learning_curves`, 95% interval over seeds) into ``figures/<name>.png``, and prints passkey
+(`endprompt.plotting.plot_learning_curves`, 95% interval over seeds) into ``figures/<name>.png``, the same at L0
+into ``figures/<name>_L0.png`` (a method can trade L0's retrieval for the target's), and prints passkey
 exact match at L0 and at the target per method, seed and budget point with the mean over seeds, the numbers issue 13's
 extension criterion reads (>= 80% at L0, >= 50% at the target, mean of 3 seeds).
 """
@@ -58,8 +59,8 @@ def main(argv=None):
     per_seed, mean = passkey_points(curves, L0, target)
     for table in (per_seed, mean):
         print(table.round({c: 1 for c in table.columns if str(c).startswith("passkey")}).to_string(index=False))
-    fig = plotting.plot_learning_curves(curve_table(curves, target), target)
-    print(plotting.save(fig, args.name))
+    for length, where, name in ((target, "the target length", args.name), (L0, "L0 =", f"{args.name}_L0")):
+        print(plotting.save(plotting.plot_learning_curves(curve_table(curves, length), length, where), name))
 
 
 if __name__ == "__main__":
